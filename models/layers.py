@@ -1,0 +1,201 @@
+"""The one vocabulary of blocks shared by all five networks.
+
+Every block is built from Keras layers or from the small registered layers below, never from `Lambda` layers or
+raw tensor arithmetic: those become `TFOpLambda` layers that TF-MOT pruning and quantization reject, and `Lambda`
+needs code execution on load. Layer names follow keras.applications (`expanded_conv_3/depthwise`) so they read the
+same in Netron and in TFLite op profiles.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+import tf_keras as keras
+
+SERIALIZATION_PACKAGE = "mobile_cnn"
+
+# keras.applications uses these for every MobileNet; matching them makes ImageNet weights transferable.
+BATCH_NORM_EPSILON = 1e-3
+DEFAULT_BATCH_NORM_MOMENTUM = 0.99
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of `divisor`, never going more than 10% below `value` (MobileNetV2)."""
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class HardSigmoid(keras.layers.Layer):
+    """relu6(x + 3) / 6 (MobileNetV3), written so every op has an int8 kernel that XNNPACK runs."""
+
+    def call(self, inputs):
+        return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class HardSwish(keras.layers.Layer):
+    """x * relu6(x + 3) / 6 (MobileNetV3).
+
+    The converter fuses the textbook form into one `HARD_SWISH` op, which XNNPACK runs only in float: in int8 each
+    one falls back to the built-in kernel and cuts the graph into partitions (see DESIGN.md). The form below is
+    the same function, lowered to ops XNNPACK takes in int8.
+    """
+
+    def call(self, inputs):
+        return inputs * (tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0))
+
+
+ACTIVATIONS: dict[str, Callable[[str], keras.layers.Layer]] = {
+    "relu": lambda name: keras.layers.ReLU(name=name),
+    "relu6": lambda name: keras.layers.ReLU(6.0, name=name),
+    "hard_swish": lambda name: HardSwish(name=name),
+    "swish": lambda name: keras.layers.Activation("swish", name=name),
+}
+
+
+def activation_layer(activation: str, name: str) -> keras.layers.Layer:
+    """A fresh activation layer by name (`relu`, `relu6`, `hard_swish`, `swish`)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
+    return ACTIVATIONS[activation](name)
+
+
+PADDINGS = ("same", "symmetric")
+
+
+def _pad_for_stride(x: tf.Tensor, kernel_size: int, strides: int, padding: str, name: str) -> tuple[tf.Tensor, str]:
+    """Returns the (possibly padded) input and the Keras padding mode for a spatial convolution.
+
+    `"same"` is TF SAME padding, which on even inputs pads (0, 1) like keras.applications, so its ImageNet weights
+    see the same sampling grid. `"symmetric"` pads kernel_size // 2 on every side before a strided VALID
+    convolution: the only strided form TF-MOT's `PruneForLatencyOnXNNPack` (XNNPACK sparse inference) accepts.
+    Stride-1 convolutions are identical either way and stay SAME.
+    """
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}.")
+    if padding == "same" or strides == 1:
+        return x, "same"
+    return keras.layers.ZeroPadding2D(padding=kernel_size // 2, name=f"{name}/pad")(x), "valid"
+
+
+def batch_norm(x: tf.Tensor, name: str, momentum: float = DEFAULT_BATCH_NORM_MOMENTUM) -> tf.Tensor:
+    return keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, momentum=momentum, name=name)(x)
+
+
+def conv_bn(
+    x: tf.Tensor,
+    filters: int,
+    kernel_size: int,
+    name: str,
+    strides: int = 1,
+    activation: str | None = None,
+    groups: int = 1,
+    bn_momentum: float = DEFAULT_BATCH_NORM_MOMENTUM,
+    padding: str = "same",
+) -> tf.Tensor:
+    """Conv2D (no bias) -> BatchNorm -> optional activation; names `{name}`, `{name}/BatchNorm`, `{name}/{act}`."""
+    x, padding = _pad_for_stride(x, kernel_size, strides, padding, name)
+    x = keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding=padding, groups=groups, use_bias=False, name=name
+    )(x)
+    x = batch_norm(x, f"{name}/BatchNorm", bn_momentum)
+    if activation:
+        x = activation_layer(activation, f"{name}/{activation}")(x)
+    return x
+
+
+def depthwise_bn(
+    x: tf.Tensor,
+    kernel_size: int,
+    name: str,
+    strides: int = 1,
+    activation: str | None = None,
+    bn_momentum: float = DEFAULT_BATCH_NORM_MOMENTUM,
+    padding: str = "same",
+) -> tf.Tensor:
+    """DepthwiseConv2D (no bias) -> BatchNorm -> optional activation."""
+    x, padding = _pad_for_stride(x, kernel_size, strides, padding, name)
+    x = keras.layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding, use_bias=False, name=name)(x)
+    x = batch_norm(x, f"{name}/BatchNorm", bn_momentum)
+    if activation:
+        x = activation_layer(activation, f"{name}/{activation}")(x)
+    return x
+
+
+def squeeze_excite(x: tf.Tensor, squeeze_channels: int, name: str) -> tf.Tensor:
+    """Squeeze-and-excite as in MobileNetV3: pool -> 1x1 conv -> ReLU -> 1x1 conv -> hard-sigmoid -> scale."""
+    channels = x.shape[-1]
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}/squeeze_excite/AvgPool")(x)
+    s = keras.layers.Conv2D(squeeze_channels, 1, padding="same", name=f"{name}/squeeze_excite/Conv")(s)
+    s = keras.layers.ReLU(name=f"{name}/squeeze_excite/Relu")(s)
+    s = keras.layers.Conv2D(channels, 1, padding="same", name=f"{name}/squeeze_excite/Conv_1")(s)
+    s = HardSigmoid(name=f"{name}/squeeze_excite/HardSigmoid")(s)
+    return keras.layers.Multiply(name=f"{name}/squeeze_excite/Mul")([x, s])
+
+
+def inverted_residual(
+    x: tf.Tensor,
+    expanded_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    strides: int,
+    activation: str,
+    name: str,
+    squeeze_channels: int | None = None,
+    bn_momentum: float = DEFAULT_BATCH_NORM_MOMENTUM,
+    padding: str = "same",
+) -> tf.Tensor:
+    """MobileNetV2/V3 bottleneck: 1x1 expand -> depthwise -> (SE) -> linear 1x1 project, residual when shapes allow.
+
+    The expansion is skipped when it would not widen the input (MobileNetV2's first block, V3's first bneck).
+    """
+    in_channels = x.shape[-1]
+    shortcut = x
+    if expanded_channels != in_channels:
+        x = conv_bn(x, expanded_channels, 1, f"{name}/expand", activation=activation, bn_momentum=bn_momentum)
+    x = depthwise_bn(x, kernel_size, f"{name}/depthwise", strides, activation, bn_momentum, padding)
+    if squeeze_channels:
+        x = squeeze_excite(x, squeeze_channels, name)
+    x = conv_bn(x, out_channels, 1, f"{name}/project", bn_momentum=bn_momentum)
+    if strides == 1 and in_channels == out_channels:
+        x = keras.layers.Add(name=f"{name}/Add")([shortcut, x])
+    return x
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class ChannelShuffle(keras.layers.Layer):
+    """ShuffleNet's channel shuffle as reshape -> transpose -> reshape on static 4-D shapes.
+
+    4-D at most because the GPU delegate rejects 5-D tensors; static shapes because a batch-`None` Keras `Reshape`
+    lowers to SHAPE/STRIDED_SLICE/PACK ops outside XNNPACK.
+    """
+
+    def __init__(self, groups: int, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = groups
+
+    def call(self, inputs):
+        height, width, channels = inputs.shape[1:]
+        x = tf.reshape(inputs, [-1, height * width, self.groups, channels // self.groups])
+        x = tf.transpose(x, [0, 1, 3, 2])
+        return tf.reshape(x, [-1, height, width, channels])
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class ChannelSplit(keras.layers.Layer):
+    """ShuffleNetV2's channel split into two halves (one SPLIT op)."""
+
+    def call(self, inputs):
+        return tf.split(inputs, 2, axis=-1)
+
+
+def custom_objects() -> dict[str, type]:
+    """The registered layers, for loading models outside `keras.saving.load_model`'s registry lookup."""
+    return {cls.__name__: cls for cls in (HardSigmoid, HardSwish, ChannelShuffle, ChannelSplit)}
