@@ -1,0 +1,205 @@
+"""Keras model -> TFLite (LiteRT) flatbuffer, in one of four precisions, from a fixed batch-1 signature.
+
+Why a concrete function and not `TFLiteConverter.from_keras_model`: the latter keeps the batch dimension dynamic,
+and every Keras `Reshape` then lowers to SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE, ops XNNPACK does not take
+(96 extra ops and 33 delegate partitions in a ShuffleNet, see DESIGN.md). With a `[1, H, W, C]` signature every
+shape is static and those ops fold away.
+
+Quantization modes:
+- `"none"`: float32 weights and activations.
+- `"float16"`: float16 weights, dequantized to float32 at load time (half the file, same speed on CPU).
+- `"dynamic"`: int8 weights, float activations (dynamic-range quantization); no calibration data needed.
+- `"int8"`: full-integer; only TFLITE_BUILTINS_INT8 ops, int8 or uint8 model input/output (`io_dtype`).
+  Post-training quantization calibrates activation ranges on `representative_images` (float32, already
+  normalized the way the model was trained). A quantization-aware-trained model (TF-MOT `quantize_model`)
+  already carries its ranges in fake-quant ops, so it needs no calibration data.
+`sparse=True` adds `Optimize.EXPERIMENTAL_SPARSITY`: pruned weights are stored sparse, which is what lets
+XNNPACK's sparse fp32 kernels run (DESIGN.md: >= 2/3 zeros in 1x1 convolutions).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
+IO_DTYPES = ("int8", "uint8")
+
+# TF-MOT's QAT wrappers; matched by class name so conversion does not import TF-MOT.
+_QAT_LAYER_CLASSES = frozenset({"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2"})
+
+
+class ConversionError(RuntimeError):
+    """The TFLite converter rejected the model, or the arguments cannot produce the requested model."""
+
+
+def is_quantization_aware(model: keras.Model) -> bool:
+    """True for a TF-MOT quantization-aware-trained model (it carries its own activation ranges)."""
+    return any(type(layer).__name__ in _QAT_LAYER_CLASSES for layer in _all_layers(model))
+
+
+def fixed_input_shape(model: keras.Model) -> tuple[int, int, int, int]:
+    """The model's single input shape with the batch fixed at 1; every other dimension must be known."""
+    if len(model.inputs) != 1:
+        raise ConversionError(f"Expected a model with one image input, got {len(model.inputs)} inputs.")
+    shape = tuple(model.inputs[0].shape)
+    if any(dim is None for dim in shape[1:]):
+        raise ConversionError(
+            f"The model's input shape {shape} has unknown dimensions; build it with a fixed input size "
+            "(e.g. input_shape=(224, 224, 3)) so the TFLite graph is static."
+        )
+    return (1, *(int(dim) for dim in shape[1:]))
+
+
+def to_tflite(
+    model: keras.Model,
+    quantization: str,
+    representative_images: Iterable[np.ndarray] | np.ndarray | None = None,
+    io_dtype: str = "int8",
+    sparse: bool = False,
+) -> bytes:
+    """Convert `model` at batch 1 to a TFLite flatbuffer in `quantization` mode (`none|float16|dynamic|int8`)."""
+    if quantization not in QUANTIZATION_MODES:
+        raise ConversionError(f"Unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATION_MODES)}.")
+    if io_dtype not in IO_DTYPES:
+        raise ConversionError(f"Unknown io_dtype {io_dtype!r}; choose one of {', '.join(IO_DTYPES)}.")
+    input_shape = fixed_input_shape(model)
+    quantization_aware = is_quantization_aware(model)
+    if quantization == "int8" and representative_images is None and not quantization_aware:
+        raise ConversionError(
+            "int8 post-training quantization needs representative_images (a few dozen to a few hundred "
+            "training images, float32, normalized as in training) to calibrate activation ranges."
+        )
+
+    converter = _converter_for(model, input_shape)
+    errors: list[ConversionError] = []
+    optimizations = []
+    if quantization != "none" or quantization_aware:
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        converter.inference_input_type = tf.as_dtype(io_dtype)
+        converter.inference_output_type = tf.as_dtype(io_dtype)
+        if representative_images is not None:
+            # With a QAT model the fake-quant ranges win over calibration (checked: same scales either way).
+            converter.representative_dataset = _representative_dataset(representative_images, input_shape, errors)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # else: a QAT model without images. TF 2.21's converter rejects TFLITE_BUILTINS_INT8 without a
+        # representative dataset even for QAT models (its metrics hook builds QuantizationMode without the graph,
+        # so it cannot see the fake-quant ops), so the default op set is kept; the QAT ranges still make every op
+        # int8, and the check below catches any op QAT left in float.
+    try:
+        flatbuffer = bytes(converter.convert())
+    except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError, ...
+        if errors:  # our own complaint about the representative images, raised inside the converter
+            raise errors[0] from error
+        raise ConversionError(_explain(error, quantization, quantization_aware)) from error
+    if quantization == "int8" and representative_images is None:
+        _check_integer_only(flatbuffer)
+    return flatbuffer
+
+
+def _converter_for(model: keras.Model, input_shape: tuple[int, ...]) -> tf.lite.TFLiteConverter:
+    input_dtype = model.inputs[0].dtype
+
+    @tf.function(input_signature=[tf.TensorSpec(input_shape, input_dtype, name="input")])
+    def serving(images):
+        return model(images, training=False)
+
+    concrete = serving.get_concrete_function()
+    # Passing the model as the trackable object keeps its variables alive and lets the converter freeze them.
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+
+
+def _representative_dataset(images, input_shape: tuple[int, ...], errors: list[ConversionError]):
+    """The converter calls this once and iterates; every item is one [1, H, W, C] float32 image.
+
+    Errors are also appended to `errors`, because the converter re-raises them wrapped in its own types.
+    """
+
+    def fail(message: str) -> ConversionError:
+        errors.append(ConversionError(message))
+        return errors[-1]
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        count = 0
+        for image in _iterate_images(images):
+            array = np.asarray(image, dtype=np.float32)
+            if array.shape == input_shape[1:]:
+                array = array[np.newaxis]
+            if array.shape != input_shape:
+                raise fail(
+                    f"A representative image has shape {array.shape}; the model takes {input_shape[1:]} "
+                    f"(or {input_shape} with the batch)."
+                )
+            count += 1
+            yield [array]
+        if count == 0:
+            raise fail("representative_images is empty; int8 calibration needs at least one image.")
+
+    return generate
+
+
+def _iterate_images(images) -> Iterator[np.ndarray]:
+    if isinstance(images, tf.data.Dataset):
+        images = images.as_numpy_iterator()
+    if isinstance(images, (np.ndarray, tf.Tensor)) and np.ndim(images) == 4:
+        images = np.asarray(images)
+        for index in range(images.shape[0]):
+            yield images[index]
+        return
+    for item in images:
+        if isinstance(item, (tuple, list)):  # (image, label) pairs from a dataset: keep the image
+            item = item[0]
+        item = np.asarray(item)
+        if item.ndim == 4 and item.shape[0] != 1:  # a batch: one image at a time
+            yield from item
+        else:
+            yield item
+
+
+def _check_integer_only(flatbuffer: bytes) -> None:
+    from export.graph import integer_only_problems
+
+    problems = integer_only_problems(flatbuffer)
+    if problems:
+        raise ConversionError(
+            "The quantization-aware model did not convert to integer-only ops: "
+            + "; ".join(problems[:5])
+            + ". Give every custom layer a TF-MOT QuantizeConfig, or pass representative_images so the converter "
+            "calibrates the rest and enforces int8-only ops."
+        )
+
+
+def _explain(error: Exception, quantization: str, quantization_aware: bool) -> str:
+    message = str(error).strip() or type(error).__name__
+    first_lines = "\n".join(message.splitlines()[:12])
+    if quantization == "int8":
+        hint = (
+            "Full-integer conversion allows only TFLite builtin int8 ops: an op without an int8 kernel (a custom "
+            "layer's tf.* call, a float-only op) fails here. Rewrite that layer with int8-capable ops, or "
+            "convert with quantization='dynamic' or 'float16'."
+        )
+        if quantization_aware:
+            hint += " For a QAT model, check every custom layer has a QuantizeConfig."
+    elif quantization in ("float16", "dynamic"):
+        hint = "Check that the model converts with quantization='none' first; the failing op is named above."
+    else:
+        hint = (
+            "An op has no TFLite builtin kernel. Replace it with Keras layers / tf ops that TFLite supports "
+            "(see the op named above); the pipeline does not enable SELECT_TF_OPS because the app cannot run them."
+        )
+    return f"TFLite conversion failed in quantization={quantization!r} mode: {first_lines}\nHow to fix: {hint}"
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
