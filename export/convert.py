@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from export.evaluate import iterate_images
+
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 IO_DTYPES = ("int8", "uint8")
 
@@ -129,7 +131,7 @@ def _representative_dataset(images, input_shape: tuple[int, ...], errors: list[C
 
     def generate() -> Iterator[list[np.ndarray]]:
         count = 0
-        for image in _iterate_images(images):
+        for image in iterate_images(images):
             array = np.asarray(image, dtype=np.float32)
             if array.shape == input_shape[1:]:
                 array = array[np.newaxis]
@@ -144,24 +146,6 @@ def _representative_dataset(images, input_shape: tuple[int, ...], errors: list[C
             raise fail("representative_images is empty; int8 calibration needs at least one image.")
 
     return generate
-
-
-def _iterate_images(images) -> Iterator[np.ndarray]:
-    if isinstance(images, tf.data.Dataset):
-        images = images.as_numpy_iterator()
-    if isinstance(images, (np.ndarray, tf.Tensor)) and np.ndim(images) == 4:
-        images = np.asarray(images)
-        for index in range(images.shape[0]):
-            yield images[index]
-        return
-    for item in images:
-        if isinstance(item, (tuple, list)):  # (image, label) pairs from a dataset: keep the image
-            item = item[0]
-        item = np.asarray(item)
-        if item.ndim == 4 and item.shape[0] != 1:  # a batch: one image at a time
-            yield from item
-        else:
-            yield item
 
 
 def _check_integer_only(flatbuffer: bytes) -> None:
