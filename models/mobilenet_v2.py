@@ -56,7 +56,8 @@ def build(
     )
     block_id = 0
     for row in TABLE_2:
-        out_channels = layers.make_divisible(row.c * width_multiplier)
+        # int() first, as keras.applications rounds: the same channels at every width, so its weights fit.
+        out_channels = layers.make_divisible(int(row.c * width_multiplier))
         for repeat in range(row.n):
             x = layers.inverted_residual(
                 x,
