@@ -18,6 +18,7 @@ XNNPACK's sparse fp32 kernels run (DESIGN.md: >= 2/3 zeros in 1x1 convolutions).
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -162,8 +163,7 @@ def _check_integer_only(flatbuffer: bytes) -> None:
 
 
 def _explain(error: Exception, quantization: str, quantization_aware: bool) -> str:
-    message = str(error).strip() or type(error).__name__
-    first_lines = "\n".join(message.splitlines()[:12])
+    first_lines = _summarize(str(error).strip() or type(error).__name__)
     if quantization == "int8":
         hint = (
             "Full-integer conversion allows only TFLite builtin int8 ops: an op without an int8 kernel (a custom "
@@ -180,6 +180,15 @@ def _explain(error: Exception, quantization: str, quantization_aware: bool) -> s
             "(see the op named above); the pipeline does not enable SELECT_TF_OPS because the app cannot run them."
         )
     return f"TFLite conversion failed in quantization={quantization!r} mode: {first_lines}\nHow to fix: {hint}"
+
+
+def _summarize(message: str) -> str:
+    """The converter's errors carry pages of MLIR locations; keep the lines that name the failing ops."""
+    unsupported = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)))
+    if unsupported:
+        return f"TensorFlow ops with no TFLite builtin kernel: {', '.join(unsupported)}."
+    lines = [line.strip() for line in message.splitlines() if line.strip() and "loc(" not in line]
+    return "\n".join(line[:300] for line in lines[:6])
 
 
 def _all_layers(model: keras.Model):

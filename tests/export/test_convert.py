@@ -1,0 +1,104 @@
+"""export.convert: real conversions in every mode, from a fixed batch-1 signature."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+from ai_edge_litert.interpreter import Interpreter
+
+import tiny_tflite_models as tiny
+from export.convert import ConversionError, is_quantization_aware, to_tflite
+from export.graph import integer_only_problems, op_histogram
+
+
+def io_details(flatbuffer: bytes):
+    interpreter = Interpreter(model_content=flatbuffer)
+    return interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+
+@pytest.mark.parametrize(
+    "quantization, io_dtype, expected_dtype",
+    [("none", "int8", np.float32), ("float16", "int8", np.float32), ("dynamic", "int8", np.float32),
+     ("int8", "int8", np.int8), ("int8", "uint8", np.uint8)],
+)
+def test_every_mode_converts_at_a_fixed_batch_of_one(quantization, io_dtype, expected_dtype):
+    flatbuffer = tiny.converted("plain", quantization, io_dtype)
+    model_input, model_output = io_details(flatbuffer)
+    assert list(model_input["shape"]) == [1, 32, 32, 3]
+    assert list(model_input["shape_signature"]) == [1, 32, 32, 3]  # static, not [-1, ...]
+    assert list(model_output["shape"]) == [1, tiny.NUM_CLASSES]
+    assert model_input["dtype"] == expected_dtype and model_output["dtype"] == expected_dtype
+    if expected_dtype != np.float32:
+        assert model_input["quantization_parameters"]["scales"][0] > 0
+
+
+def test_modes_store_weights_as_their_precision():
+    float32, float16, int8 = (len(tiny.converted("plain", q)) for q in ("none", "float16", "int8"))
+    assert "DEQUANTIZE" in op_histogram(tiny.converted("plain", "float16"))  # fp16 weights, float compute
+    assert int8 < float16 < float32
+    assert integer_only_problems(tiny.converted("plain", "int8")) == []
+
+
+def test_fixed_batch_removes_the_dynamic_shape_ops_of_a_keras_reshape():
+    ours = op_histogram(tiny.converted("reshape", "int8"))
+    dynamic_batch = op_histogram(tiny.converted_with_dynamic_batch("reshape"))
+    assert {"SHAPE", "PACK", "STRIDED_SLICE"} <= set(dynamic_batch)  # what from_keras_model produces
+    assert not {"SHAPE", "PACK", "STRIDED_SLICE"} & set(ours)
+
+
+def test_int8_needs_representative_images():
+    with pytest.raises(ConversionError, match="representative_images"):
+        to_tflite(tiny.classifier(), "int8")
+
+
+def test_representative_images_of_the_wrong_shape_are_named():
+    with pytest.raises(ConversionError, match=r"shape \(16, 16, 3\)"):
+        to_tflite(tiny.classifier(), "int8", np.zeros((2, 16, 16, 3), np.float32))
+
+
+@pytest.mark.parametrize("arguments", [{"quantization": "int4"}, {"quantization": "int8", "io_dtype": "int16"}])
+def test_unknown_modes_are_rejected_with_the_choices(arguments):
+    with pytest.raises(ConversionError, match="choose one of"):
+        to_tflite(tiny.classifier(), representative_images=tiny.images(1), **arguments)
+
+
+def test_converter_failure_names_the_mode_and_a_fix():
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Lambda(lambda t: tf.math.erfinv(t))(inputs)  # no TFLite builtin kernel
+    with pytest.raises(ConversionError, match=r"quantization='none'.*Erfinv(.|\n)*How to fix"):
+        to_tflite(keras.Model(inputs, outputs), "none")
+
+
+def test_sparse_float_model_stores_pruned_weights_sparse():
+    model = keras.models.clone_model(tiny.classifier())
+    model.set_weights(tiny.classifier().get_weights())
+    pointwise = next(layer for layer in model.layers if layer.name.startswith("conv2d") and layer.kernel_size == (1, 1))
+    kernel, bias = pointwise.get_weights()
+    kernel[np.random.default_rng(0).random(kernel.shape) < 0.8] = 0.0  # what magnitude pruning leaves
+    pointwise.set_weights([kernel, bias])
+
+    dense = to_tflite(model, "none")
+    sparse = to_tflite(model, "none", sparse=True)
+    sparse_tensors = [t for t in Interpreter(model_content=sparse).get_tensor_details() if t["sparsity_parameters"]]
+    assert sparse_tensors and len(sparse) < len(dense)
+    assert "DENSIFY" in op_histogram(sparse)
+
+
+def test_quantization_aware_model_converts_to_integer_only():
+    inputs = keras.Input(tiny.IMAGE_SHAPE)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(tiny.NUM_CLASSES)(x)
+    qat_model = tfmot.quantization.keras.quantize_model(keras.Model(inputs, outputs))
+    assert is_quantization_aware(qat_model) and not is_quantization_aware(tiny.classifier())
+
+    without_images = to_tflite(qat_model, "int8", io_dtype="uint8")  # QAT carries its own ranges
+    with_images = to_tflite(qat_model, "int8", tiny.images(4))
+    for flatbuffer, dtype in ((without_images, np.uint8), (with_images, np.int8)):
+        assert integer_only_problems(flatbuffer) == []
+        model_input, model_output = io_details(flatbuffer)
+        assert model_input["dtype"] == dtype and model_output["dtype"] == dtype
+    # The fake-quant ranges win over calibration: both files quantize the output identically.
+    assert io_details(without_images)[1]["quantization"][0] == pytest.approx(io_details(with_images)[1]["quantization"][0])
