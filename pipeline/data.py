@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -67,6 +68,7 @@ class DataSplits:
     normalization: Normalization
     source: str
     skipped_files: list[str] = dataclasses.field(default_factory=list)
+    load_seconds: float = 0.0
 
     @property
     def num_classes(self) -> int:
@@ -131,6 +133,7 @@ def load_data(
 
     `flip=None` means: on for photos, off for digits (a mirrored 2 is not a 2).
     """
+    start = time.monotonic()
     if dataset == DIGITS:
         arrays, class_names, skipped = _load_digits(image_size, val_split, seed), [str(d) for d in range(10)], []
     elif dataset.startswith(TFDS_PREFIX):
@@ -154,6 +157,7 @@ def load_data(
         normalization=normalization,
         source=dataset,
         skipped_files=skipped,
+        load_seconds=time.monotonic() - start,
     )
     for path in skipped[:5]:
         log.warning("skipped unreadable image %s", path)

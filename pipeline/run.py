@@ -1,0 +1,148 @@
+"""`python -m pipeline.run --model mobilenet_v3_small`: train, distill, prune, quantize, convert, verify, benchmark.
+
+This module only turns absl flags into a `RunConfig` and hands it to `pipeline.workflow`. A bad flag or input
+ends the command with one line on stderr saying what is wrong and how to fix it, and exit code 2, before the
+run directory is touched.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from absl import flags
+
+from pipeline import config as config_module
+from pipeline.config import ConfigError, RunConfig
+
+EXIT_BAD_INPUT = 2
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "mobilenet_v3_small", "Network from the zoo (models.available()).")
+flags.DEFINE_float("width_multiplier", None, "Width multiplier alpha (default: the dataset's, 1.0).")
+flags.DEFINE_integer("image_size", None, "Input size in pixels, >= 32 (default: 32 for digits, 96 for photos).")
+flags.DEFINE_string("dataset", "digits", "'digits' (built in, offline), a folder of class sub-folders (with "
+                    "train/ and val/ if present), or tfds:NAME (needs tensorflow-datasets).")
+flags.DEFINE_float("val_split", 0.2, "Held-out fraction where the dataset has no validation split.")
+flags.DEFINE_integer("epochs", None, "Training epochs (default: 20 for digits, 12 for photos).")
+flags.DEFINE_integer("batch_size", None, "Batch size (default 64).")
+flags.DEFINE_float("learning_rate", None, "Peak learning rate, cosine-decayed (default: adam 2e-3, sgd 0.1).")
+flags.DEFINE_string("optimizer", "adam", "adam (AdamW) or sgd (Nesterov momentum 0.9).")
+flags.DEFINE_float("weight_decay", None, "Decoupled weight decay on kernels (default: adam 2e-2, sgd 5e-4).")
+flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the cross-entropy.")
+flags.DEFINE_float("bn_momentum", None, "BatchNorm momentum (default: chosen from the number of training steps).")
+flags.DEFINE_integer("seed", 0, "Random seed: the same seed gives the same numbers.")
+flags.DEFINE_string("weights", None, "'imagenet' to start from keras.applications' ImageNet weights.")
+flags.DEFINE_string("output_dir", None, "Run directory (default: a new runs/<model>-<timestamp>/, or the newest "
+                    "unfinished run of the same configuration, which is resumed).")
+flags.DEFINE_string("teacher", None, "Train this network as a teacher first, then distill it into --model.")
+flags.DEFINE_float("teacher_width_multiplier", 1.0, "Width multiplier of the --teacher network.")
+flags.DEFINE_string("teacher_checkpoint", None, "Distill from this trained teacher (.keras file or run directory).")
+flags.DEFINE_float("distill_temperature", 4.0, "Distillation temperature T > 0.")
+flags.DEFINE_float("distill_alpha", 0.5, "Weight of the hard-label loss; 1 - alpha weighs the soft targets.")
+flags.DEFINE_boolean("distill_compare", False, "Also train the student alone for the same epochs; report both.")
+flags.DEFINE_string("prune", "none", "none | 2:4 | xnnpack | magnitude (TF-MOT).")
+flags.DEFINE_float("prune_sparsity", 0.5, "Target sparsity in (0, 1) for xnnpack and magnitude pruning.")
+flags.DEFINE_integer("prune_epochs", None, "Fine-tuning epochs while pruning (default: epochs / 4).")
+flags.DEFINE_boolean("qat", False, "Quantization-aware fine-tuning (TF-MOT) before int8 conversion.")
+flags.DEFINE_integer("qat_epochs", None, "Quantization-aware fine-tuning epochs (default: epochs / 4).")
+flags.DEFINE_string("quantize", "int8", "int8 (full-integer post-training) | float16 | dynamic | none.")
+flags.DEFINE_string("io_dtype", "int8", "Input/output type of an int8 model: int8 or uint8.")
+flags.DEFINE_string("device", "host", "Where to benchmark: host (LiteRT here) | adb (a phone) | none.")
+flags.DEFINE_integer("num_threads", 1, "Benchmark threads.")
+flags.DEFINE_string("package_app", None, "Package the model into this Android app directory (e.g. android_demo).")
+
+_CONFIG_FIELDS = [name for name in RunConfig.__dataclass_fields__]
+log = logging.getLogger("pipeline")
+
+
+def config_from_flags() -> RunConfig:
+    """The RunConfig the parsed flags describe (no validation yet)."""
+    return RunConfig(**{name: getattr(FLAGS, name) for name in _CONFIG_FIELDS})
+
+
+def _fail(message: str) -> int:
+    print(f"pipeline.run: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _parse(argv: Sequence[str]) -> None:
+    FLAGS.unparse_flags()  # main() may run more than once in one process (tests)
+    FLAGS(list(argv))
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("pipeline")
+    if not any(getattr(handler, "_pipeline", False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler._pipeline = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _check_optional_modules(config: RunConfig) -> None:
+    if config.package_app and importlib.util.find_spec("export.android") is None:
+        raise ConfigError("--package_app needs export/android.py, which this checkout does not have.")
+    if config.device == "adb" and importlib.util.find_spec("export.adb") is None:
+        raise ConfigError("--device=adb needs export/adb.py, which this checkout does not have; use --device=host.")
+
+
+def resolve_run_dir(config: RunConfig) -> Path:
+    """--output_dir, or the newest unfinished run of this configuration under runs/, or a new runs/ directory."""
+    from pipeline.workflow import is_finished
+
+    if config.output_dir:
+        return Path(config.output_dir)
+    root = Path("runs")
+    unfinished = config_module.find_unfinished_run(root, config, is_finished)
+    if unfinished is not None:
+        log.info("resuming the unfinished run %s (same configuration)", unfinished)
+        return unfinished
+    return config_module.default_output_dir(config.model, root)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Parse flags, validate, run the stages; 0 on success, 2 on bad input (one line on stderr)."""
+    if any(arg in ("-h", "--help", "--helpshort", "--helpfull") for arg in argv[1:]):
+        print(FLAGS.module_help(sys.modules[__name__]))
+        return 0
+    try:
+        _parse(argv)
+        config = config_from_flags()
+        config.validate()  # everything that needs no TensorFlow: answers a typo in about a second
+    except flags.Error as error:
+        return _fail(f"{str(error).splitlines()[0]} (see --help)")
+    except ConfigError as error:
+        return _fail(str(error))
+    _setup_logging()
+
+    import models
+    from pipeline import report, workflow
+    from pipeline.data import DataError
+    from pipeline.distill import TeacherError
+
+    try:
+        config.validate(models.available())
+        _check_optional_modules(config)
+        config = config.resolved()
+        run_dir = resolve_run_dir(config)
+        resuming = config_module.check_run_dir(run_dir, config)
+        log.info("run directory %s (%s)", run_dir, "resuming" if resuming else "new")
+        log.info("%s", config.describe_defaults())
+        data = workflow.prepare(config)
+    except (ConfigError, DataError, TeacherError) as error:
+        return _fail(str(error))
+
+    metrics = workflow.run(config, run_dir, data)
+    print()
+    print(report.summary_table(metrics))
+    print(f"run directory: {run_dir.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,337 @@
+"""The run's stages in order: data -> (teacher) -> train | distill -> (prune) -> (QAT) -> convert + verify ->
+benchmark -> (package) -> report, each recorded in the run directory's `stages.json` so a rerun resumes.
+
+Every stage reads its input model from the file the previous stage wrote (never from memory), so a resumed run
+and an uninterrupted one take the same path, and a stage's fingerprint can include its input file's hash.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+
+from pipeline import report
+from pipeline.config import RunConfig, write_config
+from pipeline.data import DataSplits, load_data
+from pipeline.distill import check_teacher, distill, load_teacher
+from pipeline.stages import StageLedger, StageOutcome, file_digest
+from pipeline.train import (
+    TrainResult,
+    TrainSettings,
+    batch_norm_momentum_for,
+    build_network,
+    evaluate_accuracy,
+    load_model,
+    save_model,
+    train,
+)
+
+log = logging.getLogger(__name__)
+
+TEACHER_MODEL = "teacher/model.keras"
+TRAINED_MODEL = "model.keras"
+ALONE_MODEL = "student_alone/model.keras"
+PRUNED_MODEL = "model_pruned.keras"
+QAT_MODEL = "model_qat.keras"
+FLOAT_TFLITE = "model_float32.tflite"
+# Fine-tuning after pruning or for QAT starts from a trained model: a tenth of the training learning rate.
+FINE_TUNE_LEARNING_RATE_FACTOR = 0.1
+
+
+def quantized_tflite_name(quantization: str) -> str:
+    return f"model_{quantization}.tflite"
+
+
+def seed_everything(seed: int) -> None:
+    """Same --seed, same numbers: Python, NumPy and TF seeds, and deterministic TF kernels."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def prepare(config: RunConfig) -> DataSplits:
+    """Load the data and check a given teacher against it: everything that can fail on bad input, before the
+    run directory is touched."""
+    seed_everything(config.seed)
+    data = load_data(config.dataset, config.image_size, config.batch_size, config.val_split, config.seed,
+                     flip=config.defaults.flip)
+    log.info("stage %-14s done in %.1f s: %s", "data", data.load_seconds, data.describe())
+    if config.teacher_checkpoint:
+        check_teacher(load_teacher(Path(config.teacher_checkpoint)), data.input_shape, data.num_classes)
+    return data
+
+
+def is_finished(run_dir: Path) -> bool:
+    """True when the run in `run_dir` wrote its report (so a new command starts a new run)."""
+    return StageLedger(run_dir).finished("report")
+
+
+def run(config: RunConfig, run_dir: Path, data: DataSplits, verbose: int | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage of `config` in `run_dir`; returns the metrics written to metrics.json."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config)
+    return _Run(config, run_dir, data, verbose).all_stages()
+
+
+class _Run:
+    def __init__(self, config: RunConfig, run_dir: Path, data: DataSplits, verbose: int | None):
+        self.config = config
+        self.data_seconds = data.load_seconds
+        self.run_dir = run_dir
+        self.data = data
+        self.ledger = StageLedger(run_dir)
+        self.outcomes: dict[str, StageOutcome] = {}
+        total_steps = config.epochs * data.steps_per_epoch
+        self.bn_momentum = config.bn_momentum or batch_norm_momentum_for(total_steps)
+        log.info("BatchNorm momentum %g for %d training steps (%s)", self.bn_momentum, total_steps,
+                 "--bn_momentum" if config.bn_momentum else "auto: a moving-average window of ~1/30 of training")
+        self.settings = TrainSettings(
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            optimizer=config.optimizer,
+            weight_decay=config.weight_decay,
+            label_smoothing=config.label_smoothing,
+            seed=config.seed,
+            verbose=verbose,
+        )
+        settings = dataclasses.asdict(self.settings)
+        settings.pop("verbose")
+        self.common_inputs = {"data": data.fingerprint(), "train_settings": settings, "bn_momentum": self.bn_momentum}
+
+    def path(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def stage(self, name: str, inputs: dict[str, Any], outputs: list[str], action) -> StageOutcome:
+        outcome = self.ledger.run(name, inputs, outputs, action)
+        self.outcomes[name] = outcome
+        return outcome
+
+    # --- stages ----------------------------------------------------------------------------------------------
+    def all_stages(self) -> dict[str, Any]:
+        config = self.config
+        teacher_path = self.teacher_stage()
+        self.train_stage(teacher_path)
+        if config.distill_compare:
+            self.alone_stage()
+        current = TRAINED_MODEL
+        if config.prune != "none":
+            current = self.prune_stage(current)
+        if config.qat:
+            current = self.qat_stage(current)
+        self.convert_stage(current)
+        if config.device != "none":
+            self.benchmark_stage()
+        if config.package_app:
+            self.package_stage()
+        return self.report_stage()
+
+    def teacher_stage(self) -> Path | None:
+        config = self.config
+        if config.teacher_checkpoint:
+            path = Path(config.teacher_checkpoint)
+            return path / "model.keras" if path.is_dir() else path
+        if not config.teacher:
+            return None
+
+        def action():
+            model = build_network(config.teacher, self.data, config.teacher_width_multiplier, self.bn_momentum,
+                                  config.weights, config.stem_padding)
+            result = train(model, self.data, self.settings, self.path("teacher"))
+            save_model(model, self.path(TEACHER_MODEL))
+            return self.train_summary(result, config.teacher, config.teacher_width_multiplier)
+
+        inputs = {**self.common_inputs, "model": config.teacher, "width": config.teacher_width_multiplier,
+                  "weights": config.weights, "padding": config.stem_padding}
+        outcome = self.stage("teacher", inputs, [TEACHER_MODEL], action)
+        log.info("teacher %s: held-out top-1 %.4f", config.teacher, outcome.summary["val_accuracy"])
+        return self.path(TEACHER_MODEL)
+
+    def train_stage(self, teacher_path: Path | None) -> None:
+        config = self.config
+
+        def action():
+            student = build_network(config.model, self.data, config.width_multiplier, self.bn_momentum,
+                                    config.weights, config.stem_padding)
+            if teacher_path is None:
+                result = train(student, self.data, self.settings, self.path("train"))
+            else:
+                teacher = load_teacher(teacher_path)
+                log.info("distilling %s from %s (T=%g, alpha=%g)", config.model, teacher_path,
+                         config.distill_temperature, config.distill_alpha)
+                result = distill(student, teacher, self.data, self.settings, config.distill_temperature,
+                                 config.distill_alpha, self.path("train"))
+            save_model(student, self.path(TRAINED_MODEL))
+            return {**self.train_summary(result, config.model, config.width_multiplier),
+                    "distilled": teacher_path is not None}
+
+        inputs = {**self.common_inputs, "model": config.model, "width": config.width_multiplier,
+                  "weights": config.weights, "padding": config.stem_padding}
+        if teacher_path is not None:
+            inputs["teacher"] = {"digest": file_digest(teacher_path), "temperature": config.distill_temperature,
+                                 "alpha": config.distill_alpha}
+        outcome = self.stage("train", inputs, [TRAINED_MODEL], action)
+        log.info("%s: held-out top-1 %.4f (Keras, float)", config.model, outcome.summary["val_accuracy"])
+
+    def alone_stage(self) -> None:
+        """--distill_compare: the same student, trained on labels alone for the same budget."""
+        config = self.config
+
+        def action():
+            student = build_network(config.model, self.data, config.width_multiplier, self.bn_momentum,
+                                    config.weights, config.stem_padding)
+            result = train(student, self.data, self.settings, self.path("student_alone"))
+            save_model(student, self.path(ALONE_MODEL))
+            return self.train_summary(result, config.model, config.width_multiplier)
+
+        inputs = {**self.common_inputs, "model": config.model, "width": config.width_multiplier,
+                  "weights": config.weights, "padding": config.stem_padding}
+        outcome = self.stage("student_alone", inputs, [ALONE_MODEL], action)
+        log.info("%s trained alone: held-out top-1 %.4f", config.model, outcome.summary["val_accuracy"])
+
+    def prune_stage(self, source: str) -> str:
+        from pipeline.prune import prune_and_finetune
+
+        config = self.config
+
+        def action():
+            result = prune_and_finetune(
+                load_model(self.path(source)), self.data, method=config.prune, sparsity=config.prune_sparsity,
+                epochs=config.prune_epochs, learning_rate=config.learning_rate * FINE_TUNE_LEARNING_RATE_FACTOR,
+                run_dir=self.run_dir,
+            )
+            save_model(result.model, self.path(PRUNED_MODEL))
+            return {
+                "method": config.prune,
+                "target_sparsity": config.prune_sparsity,
+                "overall_sparsity": float(result.overall_sparsity),
+                "per_layer_sparsity": {name: float(value) for name, value in result.per_layer_sparsity.items()},
+                "val_accuracy": evaluate_accuracy(result.model, self.data),
+            }
+
+        inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
+                  "method": config.prune, "sparsity": config.prune_sparsity, "epochs": config.prune_epochs,
+                  "learning_rate": config.learning_rate, "seed": config.seed}
+        outcome = self.stage("prune", inputs, [PRUNED_MODEL], action)
+        log.info("pruned (%s): overall sparsity %.3f, held-out top-1 %.4f", config.prune,
+                 outcome.summary["overall_sparsity"], outcome.summary["val_accuracy"])
+        return PRUNED_MODEL
+
+    def qat_stage(self, source: str) -> str:
+        from pipeline.quantize import quantization_aware_finetune
+
+        config = self.config
+
+        def action():
+            model = quantization_aware_finetune(
+                load_model(self.path(source)), self.data, epochs=config.qat_epochs,
+                learning_rate=config.learning_rate * FINE_TUNE_LEARNING_RATE_FACTOR, run_dir=self.run_dir,
+            )
+            save_model(model, self.path(QAT_MODEL))
+            return {"val_accuracy": evaluate_accuracy(model, self.data)}
+
+        inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
+                  "epochs": config.qat_epochs, "learning_rate": config.learning_rate, "seed": config.seed}
+        outcome = self.stage("qat", inputs, [QAT_MODEL], action)
+        log.info("quantization-aware fine-tuned: held-out top-1 %.4f (Keras, fake-quant)",
+                 outcome.summary["val_accuracy"])
+        return QAT_MODEL
+
+    def convert_stage(self, source: str) -> StageOutcome:
+        from pipeline.convert_verify import convert_and_verify
+
+        config = self.config
+        outputs = [FLOAT_TFLITE, "labels.txt", "model_meta.json"]
+        if config.quantize != "none":
+            outputs.append(quantized_tflite_name(config.quantize))
+
+        def action():
+            model = load_quantization_aware_model(self.path(source)) if source == QAT_MODEL else load_model(
+                self.path(source))
+            result = convert_and_verify(
+                model, self.data, self.run_dir, quantization=config.quantize, io_dtype=config.io_dtype,
+                sparse=config.prune != "none", model_name=config.model,
+            )
+            return result.to_dict()
+
+        inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
+                  "quantize": config.quantize, "io_dtype": config.io_dtype, "sparse": config.prune != "none"}
+        return self.stage("convert_verify", inputs, outputs, action)
+
+    def benchmark_stage(self) -> None:
+        config = self.config
+        models = {"float32": self.path(FLOAT_TFLITE)}
+        if config.quantize != "none":
+            models["quantized"] = self.path(quantized_tflite_name(config.quantize))
+
+        def action():
+            return {
+                "device": config.device,
+                "num_threads": config.num_threads,
+                "models": benchmark(models, config.device, config.num_threads),
+            }
+
+        inputs = {name: file_digest(path) for name, path in models.items()}
+        inputs.update(device=config.device, num_threads=config.num_threads)
+        self.stage("benchmark", inputs, [], action)
+
+    def package_stage(self) -> None:
+        from export.android import package
+
+        config = self.config
+        inputs = {name: file_digest(self.path(name)) for name in ("model_meta.json", "labels.txt")}
+        inputs["app_dir"] = str(Path(config.package_app).resolve())
+
+        def action():
+            result = package(self.run_dir, Path(config.package_app))
+            return {"app_dir": str(config.package_app), "result": str(result) if result is not None else None}
+
+        self.stage("package_app", inputs, [], action)
+
+    def report_stage(self) -> dict[str, Any]:
+        summaries = {name: outcome.summary for name, outcome in self.outcomes.items()}
+        seconds = {"data": round(self.data_seconds, 2),
+                   **{name: round(outcome.seconds, 2) for name, outcome in self.outcomes.items()}}
+        histories = {name: summaries[name].get("history", {}) for name in report.TRAINED_STAGES if name in summaries}
+
+        def action():
+            metrics = report.build_metrics(self.config, self.data, summaries, seconds, self.bn_momentum, self.run_dir)
+            report.write_report(self.run_dir, metrics, histories)
+            return {}
+
+        # Keyed on results only: the data stage's time changes from run to run, the numbers do not.
+        self.stage("report", {"summaries": summaries}, report.OUTPUTS, action)
+        return report.read_metrics(self.run_dir)
+
+    @staticmethod
+    def train_summary(result: TrainResult, name: str, width: float) -> dict[str, Any]:
+        return {**report.complexity(result.model), "model": name, "width_multiplier": width,
+                "val_accuracy": result.val_accuracy, "history": result.history}
+
+
+def load_quantization_aware_model(path: Path) -> keras.Model:
+    """Load a TF-MOT quantization-aware model (its wrappers need TF-MOT's scope to deserialize)."""
+    import tensorflow_model_optimization as tfmot
+
+    with tfmot.quantization.keras.quantize_scope():
+        return load_model(path)
+
+
+def benchmark(models: dict[str, Path], device: str, num_threads: int) -> dict[str, dict[str, Any]]:
+    """Latency of each .tflite model on `device` (`host`: LiteRT interpreter here; `adb`: a phone)."""
+    from export.benchmark import BenchmarkSettings
+
+    settings = BenchmarkSettings(num_threads=num_threads)
+    names = list(models)
+    if device == "host":
+        from export.benchmark import benchmark_host_interleaved
+
+        results = benchmark_host_interleaved([str(models[name]) for name in names], settings, repeats=3)
+    else:
+        from export.adb import benchmark_device
+
+        results = [benchmark_device(str(models[name]), settings) for name in names]
+    return {name: result.to_dict() for name, result in zip(names, results)}
