@@ -10,9 +10,10 @@ The flow (`benchmark_on_device`): pick the device (`adb devices -l`; typed error
 devices without a serial, unauthorized, offline), read its facts (getprop, CPU max frequencies), create a fresh
 directory under /data/local/tmp, push the model (and the binary), `chmod`, run `benchmark_model` with the same
 settings as the host runner (`--graph --num_threads --use_xnnpack --num_runs --warmup_runs --min_secs`, optional
-`--use_gpu`/`--use_nnapi`, `--enable_op_profiling`, an optional `taskset` mask for the big cores), parse its output
-(`export.benchmark_model_output`), then run it once more with `--report_peak_memory_footprint` (its polling thread
-would skew the timings of the first run), and remove the directory in a `finally`, also when something failed.
+`--use_gpu`/`--use_nnapi`, an optional `taskset` mask for the big cores), parse its output
+(`export.benchmark_model_output`), then run it again with `--enable_op_profiling` and once more with
+`--report_peak_memory_footprint` (the profiler and the memory-polling thread would skew the timings of the first
+run), and remove the directory in a `finally`, also when something failed.
 
 The APK runner (`runner="apk"`) installs the benchmark APK and starts its activity, because Android schedules a
 foreground app differently from an `adb shell` binary (tools/benchmark/android/README.md); results come from
@@ -358,10 +359,15 @@ def benchmark_on_device(
             adb.shell(["chmod", "644", device_model])
             adb.run(["install", "-r", "-d", "-g", tool_path], timeout=300)
             run = lambda arguments: _run_apk(adb, arguments, timeout_s)  # noqa: E731
-        output = run(benchmark_model_arguments(device_model, settings, enable_op_profiling and runner == "binary"))
+        output = run(benchmark_model_arguments(device_model, settings))
         if settings.delegate != "cpu" or require_full_delegation:
             requested = settings.delegate if settings.delegate != "cpu" else "xnnpack"
             check_delegate_coverage(output, requested, require_full_delegation)
+        # Profiler and memory poller each get a run of their own, so neither skews the timings above.
+        profile = None
+        if enable_op_profiling and runner == "binary":
+            profiling_settings = dataclasses.replace(settings, min_secs=0.0)
+            profile = run(benchmark_model_arguments(device_model, profiling_settings, enable_op_profiling=True))
         peak = None
         if measure_peak_memory:
             peak_settings = dataclasses.replace(settings, num_runs=10, min_secs=0.0)
@@ -370,14 +376,28 @@ def benchmark_on_device(
         _remove_device_dir(adb, device_dir, device_root)
     return _result_from_output(
         output, os.fspath(model_path), facts, settings, BINARY_RUNNER if runner == "binary" else APK_RUNNER, peak,
-        enable_op_profiling and runner == "binary",
+        profile,
     )
+
+
+def benchmark_device(
+    model_path: PathLike,
+    settings: BenchmarkSettings = BenchmarkSettings(),
+    serial: str | None = None,
+    binary: PathLike | None = None,
+    runner: str = "binary",
+    apk: PathLike | None = None,
+    **options,
+) -> BenchmarkResult:
+    """Pick the device (`serial`, or the only one attached) and run `benchmark_on_device` there."""
+    return benchmark_on_device(model_path, select_device(serial), settings, binary=binary, runner=runner, apk=apk,
+                               **options)
 
 
 def _run_binary(
     adb: Adb, device_binary: str, arguments: list[str], cpu_mask: str | None, timeout_s: float
 ) -> BenchmarkModelOutput:
-    command = ([("taskset"), cpu_mask.removeprefix("0x")] if cpu_mask else []) + [device_binary, *arguments]
+    command = (["taskset", cpu_mask.removeprefix("0x")] if cpu_mask else []) + [device_binary, *arguments]
     completed = adb.shell(command, timeout=timeout_s, check=False)
     return parse_benchmark_model_output(completed.stdout, exit_code=completed.returncode)
 
@@ -420,7 +440,7 @@ def _result_from_output(
     settings: BenchmarkSettings,
     runner: str,
     peak_memory_mb: float | None,
-    op_profiling: bool,
+    profile_output: BenchmarkModelOutput | None,
 ) -> BenchmarkResult:
     statistics = output.inference
     ms = lambda us: None if us is None else us / 1000.0  # noqa: E731
@@ -428,14 +448,15 @@ def _result_from_output(
     if statistics is None or statistics.median_us is None:
         notes.append("this benchmark_model build prints no median/p95 (older than StatWithPercentiles)")
     decomposition = op_rows = None
-    if output.op_profile is not None:
-        decomposition = runtime_decomposition(output.op_profile)
-        op_rows = [dataclasses.asdict(row) for row in output.op_profile.by_node_type]
-        opaque = opaque_delegate_nodes(output.op_profile)
-        note = "benchmark_model --enable_op_profiling, primary graph, regular runs"
+    profile = profile_output.op_profile if profile_output is not None else None
+    if profile is not None:
+        decomposition = runtime_decomposition(profile)
+        op_rows = [dataclasses.asdict(row) for row in profile.by_node_type]
+        opaque = opaque_delegate_nodes(profile)
+        note = "benchmark_model --enable_op_profiling in a separate run, primary graph, regular runs"
         if opaque:
             note += f"; {', '.join(opaque)} not broken down into operators (counted as 'other')"
-    elif op_profiling:
+    elif profile_output is not None:
         note = "op profiling was requested but benchmark_model printed no profile"
     else:
         note = "not collected" + (" (the APK's logcat truncates the profile tables)" if runner == APK_RUNNER else "")

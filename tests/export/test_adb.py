@@ -261,12 +261,13 @@ def test_binary_flow_end_to_end(fake_adb, tools):
     pushes = [call[3:] for call in fake_adb.calls() if call[2:3] == ["push"]]
     assert pushes == [[str(model), f"{device_dir}/{model.name}"], [str(binary), f"{device_dir}/benchmark_model"]]
     assert ["chmod", "755", f"{device_dir}/benchmark_model"] in words
-    runs = [w for w in words if w[0].endswith("/benchmark_model")]
-    assert runs[0][1:] == [
+    timing, profiling, peak = [w for w in words if w[0].endswith("/benchmark_model")]
+    assert timing[1:] == [
         f"--graph={device_dir}/{model.name}", "--num_threads=4", "--use_xnnpack=true", "--num_runs=50",
-        "--warmup_runs=5", "--min_secs=1", "--enable_op_profiling=true",
-    ]
-    assert "--report_peak_memory_footprint=true" in runs[1] and "--enable_op_profiling=true" not in runs[1]
+        "--warmup_runs=5", "--min_secs=1",
+    ]  # no profiler, no memory poller in the timed run
+    assert "--enable_op_profiling=true" in profiling
+    assert "--report_peak_memory_footprint=true" in peak and "--enable_op_profiling=true" not in peak
     assert words[-1] == ["rm", "-rf", device_dir] and fake_adb.device_dirs() == []
     assert fake_adb.injections() == []
 
@@ -341,14 +342,13 @@ def test_model_missing_on_the_device(fake_adb, tools):
 def test_partial_gpu_delegation_fails_loudly_under_require_full_delegation(fake_adb, tools):
     binary, _, model = tools
     fake_adb.configure(fixture="tflite_gpu_partial.txt")
-    device = adb_module.select_device()
-    result = adb_module.benchmark_on_device(model, device, BenchmarkSettings(delegate="gpu"), binary=binary,
-                                            measure_peak_memory=False)
+    result = adb_module.benchmark_device(model, BenchmarkSettings(delegate="gpu"), binary=binary,
+                                         measure_peak_memory=False, enable_op_profiling=False)
     assert result.delegations[0]["replaced_nodes"] == 148
     assert "--use_gpu=true" in next(w for w in fake_adb.shell_words() if w[0].endswith("/benchmark_model"))
     with pytest.raises(DelegateCoverageError, match=r"took 148 of 183 nodes in 5 partition"):
-        adb_module.benchmark_on_device(model, device, BenchmarkSettings(delegate="gpu"), binary=binary,
-                                       require_full_delegation=True)
+        adb_module.benchmark_device(model, BenchmarkSettings(delegate="gpu"), serial=SERIAL, binary=binary,
+                                    require_full_delegation=True)
     assert fake_adb.device_dirs() == []
 
 
