@@ -1,16 +1,15 @@
 """export.android: a run's model, labels and meta go into the app only when they agree; the CLI's errors are one line."""
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tiny_tflite_models as tiny
+from png_decoding import decode_png
 from export import android
 from export.android import (
     MissingFileError,
@@ -28,25 +27,6 @@ LABELS = ["tench", "church", "golf ball", "parachute"]
 NORMALIZATION = {"mean": [127.5] * 3, "std": [127.5] * 3, "pixel_range": [0, 255]}
 MAIN_ASSETS = Path("app/src/main/assets")
 TEST_ASSETS = Path("app/src/androidTest/assets")
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """Just enough PNG decoding for png_bytes' output: 8-bit RGB, one IDAT, filter 0 on every row."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    position, chunks = 8, {}
-    while position < len(data):
-        (length,) = struct.unpack(">I", data[position:position + 4])
-        kind = data[position + 4:position + 8]
-        body = data[position + 8:position + 8 + length]
-        (crc,) = struct.unpack(">I", data[position + 8 + length:position + 12 + length])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
-        chunks[kind] = body
-        position += 12 + length
-    width, height, depth, colour, _, _, _ = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
-    assert (depth, colour) == (8, 2)
-    raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(height, 1 + width * 3)
-    assert not raw[:, 0].any()
-    return raw[:, 1:].reshape(height, width, 3)
 
 
 def make_app(tmp_path: Path) -> Path:
