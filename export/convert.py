@@ -30,8 +30,9 @@ from export.evaluate import iterate_images
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 IO_DTYPES = ("int8", "uint8")
 
-# TF-MOT's QAT wrappers; matched by class name so conversion does not import TF-MOT.
+# TF-MOT's wrappers, matched by class name so conversion does not import TF-MOT.
 _QAT_LAYER_CLASSES = frozenset({"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2"})
+_PRUNING_LAYER_CLASSES = frozenset({"PruneLowMagnitude"})
 
 
 class ConversionError(RuntimeError):
@@ -69,7 +70,19 @@ def to_tflite(
     if io_dtype not in IO_DTYPES:
         raise ConversionError(f"Unknown io_dtype {io_dtype!r}; choose one of {', '.join(IO_DTYPES)}.")
     input_shape = fixed_input_shape(model)
+    if any(type(layer).__name__ in _PRUNING_LAYER_CLASSES for layer in _all_layers(model)):
+        raise ConversionError(
+            "The model still has TF-MOT pruning wrappers; call tfmot.sparsity.keras.strip_pruning(model) first "
+            "(the wrappers' masks and step counters do not belong in the deployed graph)."
+        )
     quantization_aware = is_quantization_aware(model)
+    if quantization_aware and quantization != "int8":
+        # Measured: with Optimize.DEFAULT the fake-quant ops make every op int8 anyway (float io only); without
+        # it they become QUANTIZE/DEQUANTIZE pairs that split the graph into XNNPACK partitions.
+        raise ConversionError(
+            f"A quantization-aware (TF-MOT quantize_model) model converts only with quantization='int8', not "
+            f"{quantization!r}; convert the float model from before quantize_model for float32/float16/dynamic."
+        )
     if quantization == "int8" and representative_images is None and not quantization_aware:
         raise ConversionError(
             "int8 post-training quantization needs representative_images (a few dozen to a few hundred "
@@ -79,7 +92,7 @@ def to_tflite(
     converter = _converter_for(model, input_shape)
     errors: list[ConversionError] = []
     optimizations = []
-    if quantization != "none" or quantization_aware:
+    if quantization != "none":
         optimizations.append(tf.lite.Optimize.DEFAULT)
     if sparse:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)

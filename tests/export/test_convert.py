@@ -84,6 +84,12 @@ def test_sparse_float_model_stores_pruned_weights_sparse():
     assert "DENSIFY" in op_histogram(sparse)
 
 
+def test_unstripped_pruning_wrappers_are_refused():
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(tiny.classifier("plain"))
+    with pytest.raises(ConversionError, match="strip_pruning"):
+        to_tflite(pruned, "none")
+
+
 def test_quantization_aware_model_converts_to_integer_only():
     inputs = keras.Input(tiny.IMAGE_SHAPE)
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(inputs)
@@ -102,3 +108,5 @@ def test_quantization_aware_model_converts_to_integer_only():
         assert model_input["dtype"] == dtype and model_output["dtype"] == dtype
     # The fake-quant ranges win over calibration: both files quantize the output identically.
     assert io_details(without_images)[1]["quantization"][0] == pytest.approx(io_details(with_images)[1]["quantization"][0])
+    with pytest.raises(ConversionError, match="converts only with quantization='int8'"):
+        to_tflite(qat_model, "dynamic")
