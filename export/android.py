@@ -7,8 +7,9 @@ RUN/labels.txt             -> android_demo/app/src/main/assets/labels.txt
 RUN/model_meta.json        -> android_demo/app/src/main/assets/model_meta.json   (byte for byte)
 (generated)                -> android_demo/app/src/androidTest/assets/sample_image.png, sample_expected.json
 ```
-The model is the one `model_meta.json`'s `model_file` names (the pipeline writes it), else `--model`, else the one
-.tflite in the run directory that matches the meta. Nothing is written until every check has passed: the meta is
+The model is `--model` if given, else the one `model_meta.json`'s `model_file` names, else the one .tflite in the
+run directory that matches the meta (preferring a float16/dynamic-range model over model_float32.tflite, whose
+input and output tensors look the same). Nothing is written until every check has passed: the meta is
 valid (export.meta), the model's input and output tensors agree with it (shape, dtype, quantization), labels.txt has
 one label per output class and equals the meta's labels, and the input is what the app feeds (`[1, H, W, 3]` RGB
 from 0..255 pixels). Then every file is staged beside its target and renamed into place, so an interrupted run
@@ -33,11 +34,14 @@ import sys
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from export.meta import MetaError, MetaMismatchError, check_meta_matches_tflite, read_meta, tensor_spec
+
+if TYPE_CHECKING:
+    from export.evaluate import TFLiteClassifier
 
 PathLike = str | os.PathLike
 
@@ -208,7 +212,9 @@ def model_mismatches(meta: dict[str, Any], labels: Sequence[str], model: bytes, 
     return problems
 
 
-def expected_prediction(model: bytes, meta: dict[str, Any], image: np.ndarray, classifier=None) -> dict[str, Any]:
+def expected_prediction(
+    model: bytes, meta: dict[str, Any], image: np.ndarray, classifier: "TFLiteClassifier | None" = None
+) -> dict[str, Any]:
     """The host LiteRT result for one uint8 RGB image at the input size, normalized as the app normalizes it."""
     if classifier is None:
         classifier = _host_classifier(model)
@@ -245,7 +251,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
 
 
-def _host_classifier(model: bytes):
+def _host_classifier(model: bytes) -> "TFLiteClassifier":
     from export.evaluate import TFLiteClassifier  # the pipeline's own evaluation: same quantize/dequantize code
 
     return TFLiteClassifier(model, num_threads=1)
