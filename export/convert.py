@@ -7,7 +7,7 @@ shape is static and those ops fold away.
 
 Quantization modes:
 - `"none"`: float32 weights and activations.
-- `"float16"`: float16 weights, dequantized to float32 at load time (half the file, same speed on CPU).
+- `"float16"`: float16 weights, dequantized to float32 when the model loads (half the file; CPU computes float32).
 - `"dynamic"`: int8 weights, float activations (dynamic-range quantization); no calibration data needed.
 - `"int8"`: full-integer; only TFLITE_BUILTINS_INT8 ops, int8 or uint8 model input/output (`io_dtype`).
   Post-training quantization calibrates activation ranges on `representative_images` (float32, already
@@ -26,6 +26,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from export.evaluate import iterate_images
+from export.graph import integer_only_problems
 
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 IO_DTYPES = ("int8", "uint8")
@@ -163,8 +164,6 @@ def _representative_dataset(images, input_shape: tuple[int, ...], errors: list[C
 
 
 def _check_integer_only(flatbuffer: bytes) -> None:
-    from export.graph import integer_only_problems
-
     problems = integer_only_problems(flatbuffer)
     if problems:
         raise ConversionError(

@@ -16,7 +16,7 @@ import dataclasses
 import os
 
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 ModelSource = str | os.PathLike | bytes | bytearray
 
@@ -71,8 +71,12 @@ def op_histogram(source: ModelSource) -> dict[str, int]:
 
 def xnnpack_partitions(source: ModelSource, num_threads: int = 1) -> XnnpackReport:
     """Apply the XNNPACK delegate (LiteRT's default) and count its partitions and the nodes it left out."""
-    interpreter = Interpreter(model_content=read_flatbuffer(source), num_threads=num_threads)
-    interpreter.allocate_tensors()
+    interpreter = Interpreter(
+        model_content=read_flatbuffer(source),
+        num_threads=num_threads,
+        experimental_op_resolver_type=OpResolverType.BUILTIN,  # built-in kernels + the default XNNPACK delegate
+    )
+    interpreter.allocate_tensors()  # the delegate is applied here
     nodes = interpreter._get_ops_details()  # noqa: SLF001 -- the only way to see the delegate's nodes
     delegates = [node for node in nodes if node["op_name"] == "DELEGATE"]
     original = [node for node in nodes if node["op_name"] != "DELEGATE"]
