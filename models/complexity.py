@@ -249,7 +249,7 @@ def _fuses_into_producer(layer: keras.layers.Layer, node, consumers: dict[int, i
     if isinstance(layer, _FOLDED_LAYERS):
         return isinstance(producer, _LINEAR_PRODUCERS)
     if isinstance(producer, _ACTIVATION_PRODUCERS):
-        return not isinstance(producer, _LINEAR_PRODUCERS) or producer.activation is keras.activations.linear
+        return not isinstance(producer, _LINEAR_PRODUCERS) or not _has_activation(producer)
     if isinstance(producer, _FOLDED_LAYERS):
         producer_node = history.layer._inbound_nodes[history.node_index]  # pylint: disable=protected-access
         return _fuses_into_producer(producer, producer_node, consumers)
@@ -272,7 +272,7 @@ def _layer_row(
     input_elements = sum(math.prod(s) for s in inputs)
     output_elements = sum(math.prod(s) for s in outputs)
     macs, elementwise_ops, runs = _compute(inner, inputs, outputs, input_elements, output_elements, fused)
-    memory_access_cost = input_elements + output_elements + inner.count_params() if runs and not fused else 0
+    memory_access_cost = input_elements + output_elements + _weight_elements(inner) if runs and not fused else 0
     return LayerComplexity(
         name=name,
         type=type(inner).__name__ if inner is layer else f"{type(layer).__name__}({type(inner).__name__})",
@@ -283,6 +283,27 @@ def _layer_row(
         elementwise_ops=elementwise_ops,
         memory_access_cost=memory_access_cost,
     )
+
+
+def _weight_elements(layer: keras.layers.Layer) -> int:
+    """Elements of the weights the layer reads at inference.
+
+    For convolutions and Dense layers these are read from the kernel and bias attributes: TF-MOT's QuantizeWrapper
+    takes the weights over from the layer it wraps, which then reports none of its own.
+    """
+    if isinstance(layer, _LINEAR_PRODUCERS):
+        names = ("kernel", "depthwise_kernel", "pointwise_kernel", "bias")
+        return sum(math.prod(w.shape) for w in (getattr(layer, n, None) for n in names) if w is not None)
+    return layer.count_params()
+
+
+def _has_activation(layer: keras.layers.Layer) -> bool:
+    """Whether a Conv/Dense layer applies an activation of its own (seen through TF-MOT's QuantizeAwareActivation)."""
+    activation = getattr(layer, "activation", None)
+    while hasattr(activation, "activation"):  # QAT's QuantizeAwareActivation holds the layer's own activation
+        activation = activation.activation
+    # TF-MOT's NoOpActivation stands for a linear activation it moved to a following layer's quantizer.
+    return activation not in (None, keras.activations.linear) and type(activation).__name__ != "NoOpActivation"
 
 
 def _spatial_elements(shape: Shape, data_format: str) -> int:
@@ -306,7 +327,7 @@ def _compute(
         return (0, 0, False) if fused else (0, 2 * output_elements, True)
     if isinstance(layer, _LINEAR_PRODUCERS):
         extra = output_elements if getattr(layer, "use_bias", False) else 0
-        if getattr(layer, "activation", keras.activations.linear) is not keras.activations.linear:
+        if _has_activation(layer):
             extra += output_elements
         return _linear_macs(layer, inputs, outputs), extra, True
     if isinstance(layer, _DATA_MOVEMENT_LAYERS):

@@ -149,6 +149,23 @@ def test_pruning_wrappers_are_unwrapped():
     assert any(r.type == "PruneLowMagnitude(Conv2D)" for r in wrapped.layers)
 
 
+def test_quantization_aware_wrappers_are_unwrapped():
+    tfmot = pytest.importorskip("tensorflow_model_optimization")
+    inputs = keras.Input(shape=(8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    quantized = tfmot.quantization.keras.quantize_model(model)
+    plain, wrapped = complexity.analyze(model), complexity.analyze(quantized)
+    (quantize_input,) = [r for r in wrapped.layers if r.type == "QuantizeLayer"]  # the input's fake-quant
+    assert wrapped.macs == plain.macs
+    assert wrapped.elementwise_ops - quantize_input.elementwise_ops == plain.elementwise_ops
+    assert wrapped.memory_access_cost - quantize_input.memory_access_cost == plain.memory_access_cost
+    assert wrapped.params == quantized.count_params()
+
+
 def test_dynamic_shapes_and_subclassed_models_are_refused_with_a_fix():
     inputs = keras.Input(shape=(None, None, 3))
     dynamic = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
