@@ -168,15 +168,31 @@ def inverted_residual(
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class ChannelShuffle(keras.layers.Layer):
-    """ShuffleNet's channel shuffle as reshape -> transpose -> reshape on static 4-D shapes.
+    """ShuffleNet's channel shuffle: output channel `j * groups + i` is input channel `i * (C / groups) + j`.
 
-    4-D at most because the GPU delegate rejects 5-D tensors; static shapes because a batch-`None` Keras `Reshape`
-    lowers to SHAPE/STRIDED_SLICE/PACK ops outside XNNPACK.
+    Lowered as reshape -> transpose -> reshape on static shapes of at most 4 dimensions (`[N, H*W, g, C/g]`): the
+    GPU delegate rejects 5-D tensors, and a batch-`None` Keras `Reshape` lowers to SHAPE/STRIDED_SLICE/PACK ops
+    outside XNNPACK. Converted from a fixed batch-1 signature it is RESHAPE, TRANSPOSE, RESHAPE, all run by
+    XNNPACK in float and int8. No weights: TF-MOT pruning leaves it alone (`get_prunable_weights`), and QAT needs
+    only a pass-through QuantizeConfig (a permutation keeps the input's range).
     """
 
     def __init__(self, groups: int, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"ChannelShuffle groups must be a positive int, got {groups!r}.")
         self.groups = groups
+
+    def build(self, input_shape):
+        height, width, channels = tuple(input_shape)[1:]
+        if None in (height, width, channels):
+            raise ValueError(
+                f"ChannelShuffle needs a static height, width and channel count (so it lowers to static RESHAPE "
+                f"ops); got input shape {tuple(input_shape)}. Build the model with a fixed input size."
+            )
+        if channels % self.groups:
+            raise ValueError(f"ChannelShuffle: {channels} channels do not split into {self.groups} equal groups.")
+        super().build(input_shape)
 
     def call(self, inputs):
         height, width, channels = inputs.shape[1:]
@@ -184,16 +200,39 @@ class ChannelShuffle(keras.layers.Layer):
         x = tf.transpose(x, [0, 1, 3, 2])
         return tf.reshape(x, [-1, height, width, channels])
 
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+    def get_prunable_weights(self):
+        return []
+
     def get_config(self):
         return {**super().get_config(), "groups": self.groups}
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class ChannelSplit(keras.layers.Layer):
-    """ShuffleNetV2's channel split into two halves (one SPLIT op)."""
+    """ShuffleNetV2's channel split into two equal halves, first half first (one SPLIT op, taken by XNNPACK).
+
+    No weights: TF-MOT pruning leaves it alone (`get_prunable_weights`); QAT needs a pass-through QuantizeConfig.
+    """
+
+    def build(self, input_shape):
+        channels = tuple(input_shape)[-1]
+        if channels is None or channels % 2:
+            raise ValueError(f"ChannelSplit needs a static, even channel count; got input shape {tuple(input_shape)}.")
+        super().build(input_shape)
 
     def call(self, inputs):
         return tf.split(inputs, 2, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape).as_list()
+        shape[-1] //= 2
+        return [tf.TensorShape(shape), tf.TensorShape(shape)]
+
+    def get_prunable_weights(self):
+        return []
 
 
 def custom_objects() -> dict[str, type]:
