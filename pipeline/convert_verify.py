@@ -1,0 +1,241 @@
+"""The convert-and-verify stage: write the run's TFLite models beside `labels.txt` and `model_meta.json`, and
+measure, on the held-out split, what each conversion kept.
+
+Files written into the run directory (each atomically; `model_meta.json` last, since it points at the model):
+- `model_float32.tflite` always, and the quantized model `model_<int8|float16|dynamic>.tflite` unless
+  `quantization="none"`.
+- `labels.txt`, one class name per line in output order.
+- `model_meta.json` (schema: `export.meta`) describes **the model the app should ship**: the quantized one, or
+  the float32 one when `quantization="none"`. Its `model_file` key names that file; there is no separate
+  `model.tflite` copy in the run directory (a duplicate could go stale): the Android packaging step copies
+  `model_file` into the app's assets as `model.tflite`.
+
+Verification: held-out top-1 of the Keras model, of the TFLite float32 model and of the quantized one (run with
+the LiteRT interpreter exactly as the app feeds it), the quantized model's top-1 agreement with float32, the op
+histogram and XNNPACK partitions of each file, and for int8 whether the graph is integer-only. A failed check
+never raises: it is recorded in `checks` and logged as a warning, and the report prints it.
+
+A quantization-aware (TF-MOT) model converts to int8 from its own fake-quant ranges. Its "Keras float"
+accuracy is the QAT model's own (fake-quant) accuracy, recorded with `keras_model="quantization_aware"`, and its
+float32 TFLite file is made from the same weights with the fake-quant wrappers removed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import tf_keras as keras
+
+from export.convert import QUANTIZATION_MODES, is_quantization_aware, to_tflite
+from export.evaluate import TFLiteClassifier, agreement, top1_accuracy
+from export.files import write_bytes_atomic, write_text_atomic
+from export.graph import integer_only_problems, op_histogram, xnnpack_partitions
+from export.meta import check_meta_matches_tflite, meta_for_tflite, write_meta
+from pipeline.data import DataSplits
+
+log = logging.getLogger(__name__)
+
+FLOAT_MODEL_FILE = "model_float32.tflite"
+LABELS_FILE = "labels.txt"
+META_FILE = "model_meta.json"
+# Calibration images for post-training int8: enough to see every class's activation ranges a few times.
+REPRESENTATIVE_IMAGES = 200
+
+
+def quantized_model_file(quantization: str) -> str:
+    """`model_int8.tflite`, `model_float16.tflite` or `model_dynamic.tflite`."""
+    return f"model_{quantization}.tflite"
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    """What the conversion kept, measured on the held-out split; `to_dict()` is the stage's JSON summary.
+
+    Accuracies are top-1 in [0, 1]; the `*_quantized` fields are None when `quantization="none"`.
+    `integer_only_problems` is None unless the quantized model is int8. `paths` are relative to the run
+    directory.
+    """
+
+    model_name: str
+    quantization: str
+    io_dtype: str | None
+    sparse: bool
+    keras_model: str  # "float" or "quantization_aware"
+    accuracy_keras: float
+    accuracy_tflite_float32: float
+    accuracy_tflite_quantized: float | None
+    agreement_quantized_vs_float: float | None
+    size_bytes_float32: int
+    size_bytes_quantized: int | None
+    op_histogram: dict[str, dict[str, int]]
+    xnnpack_partitions: dict[str, dict[str, Any]]
+    sparse_tensors: dict[str, int]
+    integer_only_problems: list[str] | None
+    checks: dict[str, bool]
+    paths: dict[str, str]
+    num_examples: int
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed."""
+        return all(self.checks.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "quantization": self.quantization,
+            "io_dtype": self.io_dtype,
+            "sparse": self.sparse,
+            "keras_model": self.keras_model,
+            "accuracy": {
+                "keras_float": self.accuracy_keras,
+                "tflite_float32": self.accuracy_tflite_float32,
+                "tflite_quantized": self.accuracy_tflite_quantized,
+            },
+            "agreement_quantized_vs_float": self.agreement_quantized_vs_float,
+            "size_bytes": {"float32": self.size_bytes_float32, "quantized": self.size_bytes_quantized},
+            "op_histogram": self.op_histogram,
+            "xnnpack_partitions": self.xnnpack_partitions,
+            "sparse_tensors": self.sparse_tensors,
+            "integer_only_problems": self.integer_only_problems,
+            "checks": self.checks,
+            "passed": self.passed,
+            "paths": self.paths,
+            "num_examples": self.num_examples,
+        }
+
+
+def convert_and_verify(
+    model: keras.Model,
+    data: DataSplits,
+    run_dir: Path,
+    quantization: str,
+    io_dtype: str,
+    sparse: bool,
+    model_name: str,
+    labels: Sequence[str] | None = None,
+) -> VerifyResult:
+    """Convert `model` to float32 and `quantization` TFLite files in `run_dir`, and verify them on held-out data."""
+    from pipeline.quantize import float_model_from_quantization_aware
+
+    if quantization not in QUANTIZATION_MODES:
+        raise ValueError(f"Unknown quantization {quantization!r}; choose one of: {', '.join(QUANTIZATION_MODES)}.")
+    run_dir = Path(run_dir)
+    labels = [str(label) for label in (labels if labels is not None else data.class_names)]
+    quantization_aware = is_quantization_aware(model)
+    if quantization_aware and quantization != "int8":
+        raise ValueError(f"A quantization-aware model deploys as int8; got quantization={quantization!r}.")
+    float_model = float_model_from_quantization_aware(model) if quantization_aware else model
+
+    files = {"float32": FLOAT_MODEL_FILE}
+    flatbuffers = {"float32": to_tflite(float_model, "none", sparse=sparse)}
+    if quantization != "none":
+        files["quantized"] = quantized_model_file(quantization)
+        flatbuffers["quantized"] = to_tflite(
+            model,
+            quantization,
+            representative_images=representative_images(data) if quantization == "int8" else None,
+            io_dtype=io_dtype,
+            sparse=sparse,
+        )
+    for artifact, flatbuffer in flatbuffers.items():
+        write_bytes_atomic(run_dir / files[artifact], flatbuffer)
+    app_artifact = "quantized" if quantization != "none" else "float32"
+    write_text_atomic(run_dir / LABELS_FILE, "\n".join(labels) + "\n")
+    meta = meta_for_tflite(
+        run_dir / files[app_artifact], labels, data.normalization,
+        model_name=model_name, model_file=files[app_artifact], quantization=quantization, sparse=sparse,
+    )
+    write_meta(run_dir / META_FILE, meta)
+
+    images, image_labels = data.val_arrays()
+    keras_logits = model.predict(images, batch_size=max(data.batch_size, 128), verbose=0)
+    logits = {artifact: TFLiteClassifier(flatbuffer).logits(images) for artifact, flatbuffer in flatbuffers.items()}
+    accuracy = {artifact: top1_accuracy(values, image_labels) for artifact, values in logits.items()}
+
+    checks = {"meta_matches_tflite": _meta_matches(meta, run_dir / files[app_artifact])}
+    problems = None
+    if quantization == "int8":
+        problems = integer_only_problems(flatbuffers["quantized"])
+        checks["integer_only"] = not problems
+        if problems:
+            log.warning("THE INT8 MODEL IS NOT INTEGER-ONLY (%d problem(s)); it will run partly in float or "
+                        "off XNNPACK:\n  %s", len(problems), "\n  ".join(problems))
+    sparse_tensors = {artifact: count_sparse_tensors(flatbuffer) for artifact, flatbuffer in flatbuffers.items()}
+    if sparse:
+        checks["sparse_weights_stored"] = sparse_tensors["float32"] > 0
+        if not checks["sparse_weights_stored"]:
+            log.warning("sparse=True but the converter stored no weight sparse in %s (too few zeros?)",
+                        FLOAT_MODEL_FILE)
+
+    result = VerifyResult(
+        model_name=model_name,
+        quantization=quantization,
+        io_dtype=io_dtype if quantization == "int8" else None,
+        sparse=sparse,
+        keras_model="quantization_aware" if quantization_aware else "float",
+        accuracy_keras=top1_accuracy(keras_logits, image_labels),
+        accuracy_tflite_float32=accuracy["float32"],
+        accuracy_tflite_quantized=accuracy.get("quantized"),
+        agreement_quantized_vs_float=(
+            agreement(logits["quantized"], logits["float32"]) if "quantized" in logits else None
+        ),
+        size_bytes_float32=len(flatbuffers["float32"]),
+        size_bytes_quantized=len(flatbuffers["quantized"]) if "quantized" in flatbuffers else None,
+        op_histogram={artifact: op_histogram(flatbuffer) for artifact, flatbuffer in flatbuffers.items()},
+        xnnpack_partitions={
+            artifact: xnnpack_partitions(flatbuffer).as_dict() for artifact, flatbuffer in flatbuffers.items()
+        },
+        sparse_tensors=sparse_tensors,
+        integer_only_problems=problems,
+        checks=checks,
+        paths={"float32": files["float32"], "quantized": files.get("quantized"), "labels": LABELS_FILE,
+               "meta": META_FILE, "app_model": files[app_artifact]},
+        num_examples=len(image_labels),
+    )
+    _log_summary(result)
+    return result
+
+
+def representative_images(data: DataSplits, count: int = REPRESENTATIVE_IMAGES) -> np.ndarray:
+    """`count` un-augmented training images, normalized as in training: int8 calibration data."""
+    return np.concatenate([batch[0] for batch in data.representative_dataset(num_samples=count)()])
+
+
+def count_sparse_tensors(flatbuffer: bytes) -> int:
+    """How many tensors the converter stored in a sparse format (each is densified at load time)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    return sum(
+        1
+        for subgraph_index in range(model.SubgraphsLength())
+        for subgraph in [model.Subgraphs(subgraph_index)]
+        for tensor_index in range(subgraph.TensorsLength())
+        if subgraph.Tensors(tensor_index).Sparsity() is not None
+    )
+
+
+def _meta_matches(meta: dict[str, Any], tflite_path: Path) -> bool:
+    try:
+        check_meta_matches_tflite(meta, tflite_path)
+    except ValueError as error:
+        log.warning("%s", error)
+        return False
+    return True
+
+
+def _log_summary(result: VerifyResult) -> None:
+    parts = [f"Keras {result.keras_model} {result.accuracy_keras:.4f}",
+             f"TFLite float32 {result.accuracy_tflite_float32:.4f} ({result.size_bytes_float32 / 1e6:.2f} MB)"]
+    if result.accuracy_tflite_quantized is not None:
+        parts.append(f"TFLite {result.quantization} {result.accuracy_tflite_quantized:.4f} "
+                     f"({result.size_bytes_quantized / 1e6:.2f} MB), agreement with float32 "
+                     f"{result.agreement_quantized_vs_float:.4f}")
+    log.info("held-out top-1 on %d images: %s", result.num_examples, "; ".join(parts))
+    failed = [name for name, passed in result.checks.items() if not passed]
+    if failed:
+        log.warning("verification FAILED: %s", ", ".join(failed))
