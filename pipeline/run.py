@@ -6,7 +6,6 @@ run directory is touched.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -84,11 +83,22 @@ def _setup_logging() -> None:
     logger.propagate = False
 
 
-def _check_optional_modules(config: RunConfig) -> None:
-    if config.package_app and importlib.util.find_spec("export.android") is None:
-        raise ConfigError("--package_app needs export/android.py, which this checkout does not have.")
-    if config.device == "adb" and importlib.util.find_spec("export.adb") is None:
-        raise ConfigError("--device=adb needs export/adb.py, which this checkout does not have; use --device=host.")
+def _check_device_and_app(config: RunConfig) -> None:
+    """Fail now, not after training, where the phone or the Android app the run ends with is not there."""
+    if config.device == "adb":
+        from export.adb import AdbError, resolve_benchmark_binary, select_device
+
+        try:
+            select_device()
+            resolve_benchmark_binary()
+        except AdbError as error:
+            raise ConfigError(f"--device=adb: {str(error).splitlines()[0]} (or use --device=host)") from error
+    if config.package_app:
+        from export.android import MANIFEST
+
+        if not (Path(config.package_app) / MANIFEST).is_file():
+            raise ConfigError(f"--package_app={config.package_app} is not the Android demo project (no {MANIFEST}); "
+                              f"point it at android_demo.")
 
 
 def resolve_run_dir(config: RunConfig) -> Path:
@@ -127,7 +137,7 @@ def main(argv: Sequence[str]) -> int:
 
     try:
         config.validate(models.available())
-        _check_optional_modules(config)
+        _check_device_and_app(config)
         config = config.resolved()
         run_dir = resolve_run_dir(config)
         resuming = config_module.check_run_dir(run_dir, config)

@@ -286,8 +286,9 @@ class _Run:
         inputs["app_dir"] = str(Path(config.package_app).resolve())
 
         def action():
-            result = package(self.run_dir, Path(config.package_app))
-            return {"app_dir": str(config.package_app), "result": str(result) if result is not None else None}
+            packaged = package(self.run_dir, Path(config.package_app))
+            log.info("%s", packaged)
+            return packaged.to_dict()
 
         self.stage("package_app", inputs, [], action)
 
