@@ -121,10 +121,14 @@ def load_imagenet_weights(model: keras.Model, name: str, weights: str) -> None:
         raise ValueError(f"No ImageNet weights for {name!r}; they exist for {', '.join(sorted(_KERAS_APPLICATIONS))}.")
     application = _KERAS_APPLICATIONS[name]
     height, width, channels = model.input_shape[1:]
-    size = height if height == width and height in application.resolutions else application.resolutions[0]
-    shape = (size, size, channels)
+    # Weight shapes do not depend on the input size: probe the widths at ours (cheap at small sizes), then load
+    # the weights trained at our resolution where keras.applications has them.
     width_multiplier = next(
-        (alpha for alpha in application.widths if not _mismatch(keras_applications_model(name, alpha, shape), model)),
+        (
+            alpha
+            for alpha in application.widths
+            if not _mismatch(keras_applications_model(name, alpha, (height, width, channels)), model)
+        ),
         None,
     )
     if width_multiplier is None:
@@ -132,8 +136,9 @@ def load_imagenet_weights(model: keras.Model, name: str, weights: str) -> None:
             f"keras.applications has ImageNet weights for {name} only at width_multiplier in {application.widths} "
             f"(and 3 input channels); {model.name} matches none of them."
         )
+    size = height if height == width and height in application.resolutions else application.resolutions[0]
     try:
-        source = keras_applications_model(name, width_multiplier, shape, weights="imagenet")
+        source = keras_applications_model(name, width_multiplier, (size, size, channels), weights="imagenet")
     except Exception as error:  # the same call succeeded above without weights: this is the download or the file
         raise WeightsDownloadError(
             f"Downloading keras.applications' ImageNet weights for {name} (width {width_multiplier:g}) failed: "

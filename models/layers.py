@@ -28,11 +28,12 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
-class _QuantizationHooks(keras.layers.Layer):
-    """Identity hooks on the intermediate tensors that TFLite keeps as int8 tensors of their own.
+class _HardActivation(keras.layers.Layer):
+    """Base of hard-sigmoid and hard-swish: weightless, with quantization hooks on their intermediate tensors.
 
-    Quantization-aware training (models/quantization.py) swaps them for fake-quant ops, so a QAT model carries a
-    range for every int8 tensor and converts without calibration data; in float they are no ops at all.
+    The hooks are identities on the intermediate tensors TFLite keeps as int8 tensors of their own;
+    quantization-aware training (models/quantization.py) swaps them for fake-quant ops, so a QAT model carries a
+    range for every int8 tensor and converts without calibration data. In float they are no ops at all.
     """
 
     def __init__(self, **kwargs):
@@ -40,9 +41,13 @@ class _QuantizationHooks(keras.layers.Layer):
         self.scaled_input_activation = keras.activations.linear
         self.gate_activation = keras.activations.linear
 
+    def get_prunable_weights(self):
+        """Nothing to prune; TF-MOT's `prune_low_magnitude` asks every custom layer."""
+        return []
+
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class HardSigmoid(_QuantizationHooks):
+class HardSigmoid(_HardActivation):
     """relu6(x + 3) / 6 (MobileNetV3): ADD (RELU6 fused, or both folded into the conv before) and MUL in int8."""
 
     def call(self, inputs):
@@ -50,7 +55,7 @@ class HardSigmoid(_QuantizationHooks):
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class HardSwish(_QuantizationHooks):
+class HardSwish(_HardActivation):
     """x * relu6(x + 3) / 6 (MobileNetV3).
 
     The converter fuses `x * relu6(x + 3) / 6` (and `x * (relu6(x + 3) * (1/6))`, and `min(relu(x + 3), 6)`) into
