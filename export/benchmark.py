@@ -15,10 +15,13 @@ machine): every model is loaded and warmed up first, then `repeats` rounds each 
 block, in a rotated order, with one untimed run before each block to re-warm caches after the switch; a model's
 latency is the median of its per-round medians.
 
-Peak memory is measured in a fresh subprocess, never in the timing process: `ru_maxrss` (the kernel's high-water
-mark of resident memory) after loading the model and running a few inferences, minus `ru_maxrss` just before
-loading it (after the imports). `tracemalloc` would be wrong: the model, the arena and XNNPACK's packed weights
-are native allocations Python never sees.
+Peak memory is measured in a fresh subprocess, never in the timing process: the kernel's high-water mark of
+resident memory (`VmHWM` in /proc/self/status, reset to the current RSS through /proc/self/clear_refs once the
+imports are done) after loading the model and running a few inferences, minus the resident memory (`VmRSS`) at
+that reset. `ru_maxrss` would be wrong on Linux: it survives `exec`, so a child of a big process (one that has
+imported TensorFlow) starts with its parent's peak. `tracemalloc` would be wrong too: the model, the arena and
+XNNPACK's packed weights are native allocations Python never sees. Where /proc is missing (macOS) the
+subprocess falls back to `ru_maxrss` growth.
 """
 from __future__ import annotations
 
@@ -44,8 +47,8 @@ HOST_OP_PROFILE_NOTE = (
     "decomposition come from benchmark_model --enable_op_profiling (python -m pipeline.bench --device adb)."
 )
 HOST_PEAK_MEMORY_METHOD = (
-    "ru_maxrss growth in a fresh subprocess: peak resident memory after loading the model and running "
-    "inferences, minus the peak before loading it (after imports)"
+    "peak resident-memory growth in a fresh subprocess: VmHWM after loading the model and running 5 inferences, "
+    "minus VmRSS just before loading it (high-water mark reset after the imports)"
 )
 
 
@@ -270,9 +273,17 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 sys.path.insert(0, sys.argv[2])
 from export.benchmark import random_input
 
+def status_kb(key):
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(key + ":"))
+
 args = json.loads(sys.argv[1])
-scale = 1024.0 if sys.platform != "darwin" else 1024.0 * 1024.0  # ru_maxrss is KiB on Linux, bytes on macOS
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # reset VmHWM to the current RSS: the imports' peak does not count
+    before_kb, method = status_kb("VmRSS"), "VmHWM"
+except OSError:
+    before_kb, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
 resolver = OpResolverType.AUTO if args["use_xnnpack"] else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 interpreter = Interpreter(model_path=args["path"], num_threads=args["num_threads"],
                           experimental_op_resolver_type=resolver)
@@ -282,8 +293,11 @@ for detail in interpreter.get_input_details():
     interpreter.set_tensor(detail["index"], random_input(detail["shape"], detail["dtype"], rng))
 for _ in range(args["runs"]):
     interpreter.invoke()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_growth_mb": (after - before) / scale}))
+if method == "VmHWM":
+    after_kb = status_kb("VmHWM")
+else:  # ru_maxrss is KiB on Linux, bytes on macOS
+    after_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+print(json.dumps({"peak_growth_mb": (after_kb - before_kb) / 1024.0, "method": method}))
 """
 
 

@@ -58,11 +58,20 @@ def test_host_benchmark_numbers_are_positive_and_ordered(tiny_model):
         assert value > 0
     assert result.std_ms >= 0
     assert result.min_ms <= result.median_ms <= result.p90_ms <= result.p95_ms <= result.p99_ms <= result.max_ms
-    assert result.peak_memory_mb >= 0 and "ru_maxrss" in result.peak_memory_method
+    assert result.peak_memory_mb >= 0 and "VmHWM" in result.peak_memory_method
     assert result.op_profile is None and result.runtime_decomposition is None
     assert "no per-operator profiler" in result.op_profile_note  # said plainly, not left empty
     assert result.device["cpu_count"] >= 1
     assert json.loads(json.dumps(result.to_dict()))["settings"]["num_threads"] == 1
+
+
+def test_peak_memory_counts_the_model_even_from_a_big_parent_process(tiny_model, tmp_path):
+    ballast = np.ones(64 * 1024 * 1024, dtype=np.uint8)  # a 64 MB parent: ru_maxrss would carry it into the child
+    bigger = tmp_path / "bigger_fc.tflite"
+    bigger.write_bytes(tiny_fully_connected_model(units=2048, features=2048))  # 16 MB of weights
+    growth = benchmark.measure_peak_memory_mb(bigger)
+    assert ballast.sum() > 0
+    assert 10 < growth < 200
 
 
 def test_min_secs_extends_the_run(tiny_model):

@@ -1,0 +1,436 @@
+"""`python -m pipeline.bench --models all --image_size 224`: the zoo's speed report, FLOPs next to measured latency.
+
+Builds every network of `models.available()` (untrained weights: speed does not depend on them) and, as the
+reference, keras.applications' MobileNet / MobileNetV2 / MobileNetV3Small / MobileNetV3Large (`weights=None`,
+`classifier_activation=None`, V3 with `include_preprocessing=False`), converts each to float32 and int8 with
+`export.convert.to_tflite` (batch 1; int8 calibrated on a few random images, which is fine for speed and
+meaningless for accuracy), benchmarks all of them in one process, interleaved round by round (the median of the
+rounds' medians is the latency; DESIGN.md on timing noise), and writes:
+
+- `bench.json`: every number, per model and precision (the full `BenchmarkResult`s, XNNPACK partitions);
+- `bench.md`: one table: params, MACs, memory access cost (ShuffleNetV2's MAC), file size, float32 and int8
+  latency, int8 speedup, GMAC/s, XNNPACK partitions;
+- `macs_vs_latency.png`: MACs against measured latency, the ShuffleNetV2 paper's "FLOPs are not speed" picture.
+
+MACs and memory access cost come from `models.complexity.analyze` (analytic, see its docstring); where that
+module is missing the columns are empty and the report says so. `--device adb` runs the same files on a phone
+with `benchmark_model` (export/adb.py) and adds the op-profile runtime decomposition.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from absl import app, flags, logging
+
+from export.benchmark import BenchmarkResult, BenchmarkSettings, host_facts
+
+PRECISIONS = ("float32", "int8")
+_QUANTIZATION = {"float32": "none", "int8": "int8"}
+REFERENCE_MODELS = ("keras_mobilenet", "keras_mobilenet_v2", "keras_mobilenet_v3_small", "keras_mobilenet_v3_large")
+EXIT_BAD_INPUT = 2
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("models", "all", "Comma-separated networks of models.available(), or 'all'.")
+flags.DEFINE_bool("reference", True, "Also measure keras.applications' MobileNet V1/V2/V3 as the reference.")
+flags.DEFINE_integer("image_size", 224, "Square input size in pixels.")
+flags.DEFINE_integer("num_classes", 1000, "Classifier outputs.")
+flags.DEFINE_string("output_dir", "bench_out", "Where bench.json, bench.md, the PNG and the .tflite files go.")
+flags.DEFINE_string("json", None, "Also write the JSON report to this path.")
+flags.DEFINE_integer("num_threads", 1, "CPU threads for inference.")
+flags.DEFINE_integer("num_runs", 50, "Timed runs per model per round.")
+flags.DEFINE_integer("warmup_runs", 5, "Untimed runs per model before the first round.")
+flags.DEFINE_float("min_secs", 0.0, "Minimum seconds per model per round (more runs than --num_runs if needed).")
+flags.DEFINE_integer("repeats", 5, "Interleaved rounds; latency = median of the rounds' medians.")
+flags.DEFINE_bool("use_xnnpack", True, "XNNPACK on (LiteRT's default) or off (built-in kernels only).")
+flags.DEFINE_integer("calibration_images", 8, "Random images to calibrate int8 with (speed only).")
+flags.DEFINE_bool("reuse_tflite", False, "Reuse .tflite files already in --output_dir/tflite (timing-only rerun).")
+flags.DEFINE_bool("measure_memory", True, "Measure peak memory per model (a subprocess each on the host).")
+flags.DEFINE_enum("device", "host", ["host", "adb"], "host: LiteRT here; adb: benchmark_model on a phone.")
+flags.DEFINE_string("serial", None, "adb: device serial when several are attached.")
+flags.DEFINE_string("benchmark_binary", None, "adb: benchmark_model binary (default: $BENCHMARK_MODEL_BINARY).")
+flags.DEFINE_enum("android_runner", "binary", ["binary", "apk"], "adb: push the binary, or use the benchmark APK.")
+flags.DEFINE_string("benchmark_apk", None, "adb with --android_runner=apk: the APK (default: $BENCHMARK_MODEL_APK).")
+flags.DEFINE_enum("delegate", "cpu", ["cpu", "gpu", "nnapi"], "adb: delegate to ask benchmark_model for.")
+flags.DEFINE_string("cpu_mask", None, "adb: hex taskset mask, e.g. f0 for the big cores of a 4+4 SoC.")
+flags.DEFINE_bool("require_full_delegation", False, "adb: fail unless the delegate takes the whole graph.")
+flags.DEFINE_bool("enable_op_profiling", True, "adb: op profile run -> runtime decomposition.")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """Everything `run_zoo_benchmark` needs; the CLI fills it from flags."""
+
+    models: tuple[str, ...]
+    reference: bool = True
+    image_size: int = 224
+    num_classes: int = 1000
+    output_dir: str = "bench_out"
+    settings: BenchmarkSettings = BenchmarkSettings()
+    repeats: int = 5
+    calibration_images: int = 8
+    reuse_tflite: bool = False
+    measure_memory: bool = True
+    device: str = "host"
+    device_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # export.adb.benchmark_device kwargs
+
+
+# ------------------------------------------------------------------------------------------------ networks
+
+
+def zoo_builders(names: Sequence[str], reference: bool, image_size: int, num_classes: int) -> dict[str, tuple[str, Callable]]:
+    """name -> (source, zero-argument builder of an untrained Keras model) for our networks and the reference."""
+    import models
+
+    shape = (image_size, image_size, 3)
+    builders: dict[str, tuple[str, Callable]] = {
+        name: ("ours", lambda name=name: models.build(name, input_shape=shape, num_classes=num_classes))
+        for name in names
+    }
+    if reference:
+        from tf_keras import applications
+
+        common = dict(input_shape=shape, weights=None, classes=num_classes, classifier_activation=None)
+        builders.update({
+            "keras_mobilenet": ("keras.applications", lambda: applications.MobileNet(**common)),
+            "keras_mobilenet_v2": ("keras.applications", lambda: applications.MobileNetV2(**common)),
+            # include_preprocessing=False: no Rescaling inside, the same input contract as our networks.
+            "keras_mobilenet_v3_small": ("keras.applications",
+                                         lambda: applications.MobileNetV3Small(include_preprocessing=False, **common)),
+            "keras_mobilenet_v3_large": ("keras.applications",
+                                         lambda: applications.MobileNetV3Large(include_preprocessing=False, **common)),
+        })
+    return builders
+
+
+def resolve_model_names(spec: str) -> tuple[str, ...]:
+    """'all' or a comma list -> validated network names."""
+    import models
+
+    available = models.available()
+    if spec.strip() == "all":
+        return tuple(available)
+    names = tuple(name.strip() for name in spec.split(",") if name.strip())
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        raise ValueError(f"Unknown model(s) {', '.join(unknown) or '(none given)'}; choose from: all, {', '.join(available)}.")
+    return names
+
+
+def _complexity(model) -> tuple[dict[str, Any], str]:
+    try:
+        from models.complexity import analyze
+    except ImportError:
+        return {"params": model.count_params()}, "models.complexity is not available: MACs and MAC left empty"
+    totals = analyze(model)
+    return {
+        "params": totals.params,
+        "trainable_params": totals.trainable_params,
+        "macs": totals.macs,
+        "elementwise_ops": totals.elementwise_ops,
+        "memory_access_cost": totals.memory_access_cost,
+    }, ""
+
+
+def build_and_convert(config: BenchConfig, converter: Callable | None = None) -> list[dict[str, Any]]:
+    """Build, analyze and convert every network; one row per network with its .tflite paths.
+
+    `converter(model, quantization, representative_images=...) -> bytes` defaults to `export.convert.to_tflite`.
+    """
+    import numpy as np
+    import tf_keras as keras
+
+    from export.files import write_bytes_atomic
+
+    if converter is None:
+        from export.convert import to_tflite as converter
+
+    tflite_dir = Path(config.output_dir) / "tflite"
+    rows = []
+    builders = zoo_builders(config.models, config.reference, config.image_size, config.num_classes)
+    for name, (source, build) in builders.items():
+        started = time.perf_counter()
+        keras.utils.set_random_seed(0)
+        model = build()
+        complexity, note = _complexity(model)
+        paths = {precision: tflite_dir / f"{name}_{precision}.tflite" for precision in PRECISIONS}
+        for precision, path in paths.items():
+            if config.reuse_tflite and path.is_file():
+                continue
+            images = None
+            if precision == "int8":
+                rng = np.random.default_rng(0)
+                shape = (config.calibration_images, config.image_size, config.image_size, 3)
+                images = rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+            write_bytes_atomic(path, converter(model, _QUANTIZATION[precision], representative_images=images))
+        rows.append({"name": name, "source": source, **complexity, "complexity_note": note,
+                     "tflite": {precision: str(path) for precision, path in paths.items()},
+                     "size_mb": {precision: path.stat().st_size / 1e6 for precision, path in paths.items()}})
+        logging.info("%s: built and converted in %.1f s", name, time.perf_counter() - started)
+        del model
+        keras.backend.clear_session()
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ timing
+
+
+def benchmark_files(
+    paths: Sequence[str | os.PathLike],
+    settings: BenchmarkSettings,
+    repeats: int,
+    device: str = "host",
+    measure_memory: bool = True,
+    device_options: dict[str, Any] | None = None,
+) -> list[BenchmarkResult]:
+    """Time .tflite files interleaved on the host or, round by round, on an Android device over adb."""
+    if device == "host":
+        from export.benchmark import benchmark_host_interleaved
+
+        return benchmark_host_interleaved(paths, settings, repeats=repeats, measure_peak_memory=measure_memory)
+    from export.adb import benchmark_on_device, select_device
+
+    options = dict(device_options or {})
+    adb = select_device(options.pop("serial", None))
+    rounds: list[list[BenchmarkResult]] = [[] for _ in paths]
+    for round_index in range(repeats):
+        for index, path in enumerate(paths):
+            first = round_index == 0
+            rounds[index].append(benchmark_on_device(
+                path, adb, settings, measure_peak_memory=measure_memory and first,
+                enable_op_profiling=options.get("enable_op_profiling", True) and first,
+                **{k: v for k, v in options.items() if k != "enable_op_profiling"},
+            ))
+    results = []
+    for per_round in rounds:
+        result = per_round[0]
+        result.repeat_medians_ms = [r.median_ms if r.median_ms is not None else r.mean_ms for r in per_round]
+        result.notes.append(f"{repeats} interleaved round(s); latency_ms = median of the rounds' medians")
+        results.append(result)
+    return results
+
+
+def xnnpack_report(path: str, num_threads: int) -> dict[str, Any] | None:
+    """XNNPACK partitions of a .tflite file (export.graph), or None where that module is missing."""
+    try:
+        from export.graph import xnnpack_partitions
+    except ImportError:
+        return None
+    return xnnpack_partitions(path, num_threads=num_threads).as_dict()
+
+
+def run_zoo_benchmark(config: BenchConfig, converter: Callable | None = None) -> dict[str, Any]:
+    """Build, convert and time the zoo; returns the JSON-ready report (also written by `write_report`)."""
+    started = time.perf_counter()
+    rows = build_and_convert(config, converter)
+    build_seconds = time.perf_counter() - started
+    files = [(row_index, precision, row["tflite"][precision]) for row_index, row in enumerate(rows) for precision in PRECISIONS]
+    results = benchmark_files([path for _, _, path in files], config.settings, config.repeats, config.device,
+                              config.measure_memory, config.device_options)
+    for (row_index, precision, path), result in zip(files, results):
+        row = rows[row_index]
+        row.setdefault("results", {})[precision] = result.to_dict()
+        row.setdefault("latency_ms", {})[precision] = result.latency_ms
+        row.setdefault("xnnpack", {})[precision] = (
+            xnnpack_report(path, config.settings.num_threads) if config.settings.use_xnnpack else None
+        )
+    for row in rows:
+        latency = row["latency_ms"]
+        row["int8_speedup"] = latency["float32"] / latency["int8"] if latency["int8"] else None
+        row["gmacs_per_s"] = {
+            precision: (row["macs"] / (latency[precision] * 1e-3) / 1e9 if row.get("macs") and latency[precision] else None)
+            for precision in PRECISIONS
+        }
+    device = results[0].device if results else host_facts()
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "config": {**{k: v for k, v in dataclasses.asdict(config).items() if k != "settings"},
+                   "settings": dataclasses.asdict(config.settings)},
+        "device": device,
+        "runner": results[0].runner if results else None,
+        "build_seconds": round(build_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "models": rows,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _partitions(report: dict[str, Any] | None) -> str:
+    if not report:
+        return "—"
+    text = str(report["partitions"])
+    if report.get("undelegated_ops"):
+        text += " (" + ", ".join(f"{op}×{count}" for op, count in report["undelegated_ops"].items()) + ")"
+    return text
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The report as one Markdown document: settings, device, the table, and how to read it."""
+    config, settings, device = report["config"], report["config"]["settings"], report["device"]
+    where = ", ".join(f"{k}: {v}" for k, v in device.items() if v not in (None, ""))
+    lines = [
+        f"# Model zoo speed report ({config['image_size']}×{config['image_size']}, batch 1)",
+        "",
+        f"Runner `{report['runner']}` on {where}. {settings['num_threads']} thread(s), XNNPACK "
+        f"{'on' if settings['use_xnnpack'] else 'off'}, {config['repeats']} interleaved rounds of "
+        f"≥ {settings['num_runs']} runs after {settings['warmup_runs']} warm-up runs; latency = median of the "
+        f"rounds' medians. Created {report['created']}, {report['total_seconds']} s in all "
+        f"({report['build_seconds']} s building and converting).",
+        "",
+        "| model | source | params | MACs (M) | MAC (M elem.) | size f32 / int8 (MB) | float32 (ms) | int8 (ms) "
+        "| int8 speedup | GMAC/s f32 / int8 | XNNPACK partitions f32 / int8 (undelegated ops) | peak mem f32 / int8 (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for row in report["models"]:
+        macs = row.get("macs")
+        mac = row.get("memory_access_cost")
+        results = row["results"]
+        lines.append(
+            f"| {row['name']} | {row['source']} | {row['params']:,} | {_fmt(macs / 1e6 if macs else None, 1)} "
+            f"| {_fmt(mac / 1e6 if mac else None, 2)} "
+            f"| {_fmt(row['size_mb']['float32'])} / {_fmt(row['size_mb']['int8'])} "
+            f"| {_fmt(row['latency_ms']['float32'])} | {_fmt(row['latency_ms']['int8'])} | {_fmt(row['int8_speedup'])}× "
+            f"| {_fmt(row['gmacs_per_s']['float32'], 1)} / {_fmt(row['gmacs_per_s']['int8'], 1)} "
+            f"| {_partitions(row['xnnpack']['float32'])} / {_partitions(row['xnnpack']['int8'])} "
+            f"| {_fmt(results['float32']['peak_memory_mb'], 1)} / {_fmt(results['int8']['peak_memory_mb'], 1)} |"
+        )
+    decompositions = [(row["name"], precision, row["results"][precision]["runtime_decomposition"])
+                      for row in report["models"] for precision in PRECISIONS
+                      if row["results"][precision].get("runtime_decomposition")]
+    if decompositions:
+        categories = list(decompositions[0][2])
+        lines += ["", "## Runtime decomposition (% of profiled time, benchmark_model op profile)", "",
+                  "| model | precision | " + " | ".join(categories) + " |",
+                  "|---|---|" + "---:|" * len(categories)]
+        lines += [f"| {name} | {precision} | " + " | ".join(_fmt(shares[c], 1) for c in categories) + " |"
+                  for name, precision, shares in decompositions]
+    first = report["models"][0]["results"]["float32"] if report["models"] else {}
+    notes = {row["complexity_note"] for row in report["models"] if row.get("complexity_note")}
+    lines += [
+        "",
+        "How to read it:",
+        "- MACs: multiply-adds of convolutions and dense layers (the papers' FLOPs); MAC: ShuffleNetV2's memory "
+        "access cost in elements (feature maps in + out + weights per layer), both from `models.complexity`.",
+        "- GMAC/s = MACs / latency: how well a network's arithmetic uses the CPU. Low values flag networks bound "
+        "by memory traffic, element-wise ops or fragmentation (ShuffleNetV2's guidelines G1–G4).",
+        "- int8 is calibrated on random images: the speed is real, the accuracy is not measured here.",
+        "- XNNPACK partitions: 1 means XNNPACK runs the whole graph; each undelegated op runs on a built-in "
+        "kernel and splits the graph.",
+        f"- Peak memory: {first.get('peak_memory_method', '')}.",
+        f"- Per-op profile: {first.get('op_profile_note', '')}",
+        *[f"- {note}" for note in sorted(notes)],
+        "- Timing noise on a shared machine: compare models within one report (DESIGN.md).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_macs_vs_latency(report: dict[str, Any], path: str | os.PathLike) -> None:
+    """MACs (x) against measured latency (y), float32 and int8, ours filled and keras.applications hollow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 6), dpi=120)
+    colors = {"float32": "tab:blue", "int8": "tab:orange"}
+    for precision in PRECISIONS:
+        for source, marker, fill in (("ours", "o", True), ("keras.applications", "s", False)):
+            points = [(row["macs"] / 1e6, row["latency_ms"][precision], row["name"]) for row in report["models"]
+                      if row["source"] == source and row.get("macs") and row["latency_ms"][precision]]
+            if not points:
+                continue
+            xs, ys, names = zip(*points)
+            axis.scatter(xs, ys, marker=marker, s=46, label=f"{precision}, {source}",
+                         facecolors=colors[precision] if fill else "none", edgecolors=colors[precision])
+            for x, y, name in points:
+                axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    settings = report["config"]["settings"]
+    axis.set_xlabel("multiply-adds (millions)")
+    axis.set_ylabel("measured latency (ms, median)")
+    axis.set_title(f"FLOPs are not speed: {report['config']['image_size']}px, {report['runner']}, "
+                   f"{settings['num_threads']} thread(s)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write_report(report: dict[str, Any], output_dir: str | os.PathLike, json_path: str | None = None) -> dict[str, Path]:
+    """Write bench.json, bench.md and macs_vs_latency.png into `output_dir` (and the JSON to `json_path` too)."""
+    from export.files import write_json_atomic, write_text_atomic
+
+    output_dir = Path(output_dir)
+    paths = {"json": output_dir / "bench.json", "markdown": output_dir / "bench.md",
+             "plot": output_dir / "macs_vs_latency.png"}
+    write_json_atomic(paths["json"], report)
+    if json_path:
+        write_json_atomic(json_path, report)
+        paths["json_copy"] = Path(json_path)
+    write_text_atomic(paths["markdown"], markdown_report(report))
+    plot_macs_vs_latency(report, paths["plot"])
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def config_from_flags() -> BenchConfig:
+    """Turn the absl flags into a `BenchConfig` (ValueError on bad combinations)."""
+    if FLAGS.device == "host" and (FLAGS.delegate != "cpu" or FLAGS.cpu_mask or FLAGS.require_full_delegation):
+        raise ValueError("--delegate, --cpu_mask and --require_full_delegation apply to --device=adb only.")
+    settings = BenchmarkSettings(
+        num_threads=FLAGS.num_threads, use_xnnpack=FLAGS.use_xnnpack, num_runs=FLAGS.num_runs,
+        warmup_runs=FLAGS.warmup_runs, min_secs=FLAGS.min_secs, delegate=FLAGS.delegate, cpu_mask=FLAGS.cpu_mask,
+    )
+    device_options = {}
+    if FLAGS.device == "adb":
+        device_options = {"serial": FLAGS.serial, "binary": FLAGS.benchmark_binary, "runner": FLAGS.android_runner,
+                          "apk": FLAGS.benchmark_apk, "require_full_delegation": FLAGS.require_full_delegation,
+                          "enable_op_profiling": FLAGS.enable_op_profiling}
+    if FLAGS.repeats < 1 or FLAGS.calibration_images < 1:
+        raise ValueError("--repeats and --calibration_images must be >= 1.")
+    return BenchConfig(
+        models=resolve_model_names(FLAGS.models), reference=FLAGS.reference, image_size=FLAGS.image_size,
+        num_classes=FLAGS.num_classes, output_dir=FLAGS.output_dir, settings=settings, repeats=FLAGS.repeats,
+        calibration_images=FLAGS.calibration_images, reuse_tflite=FLAGS.reuse_tflite,
+        measure_memory=FLAGS.measure_memory, device=FLAGS.device, device_options=device_options,
+    )
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = config_from_flags()
+    except ValueError as error:
+        print(f"pipeline.bench: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    from export.adb import AdbError
+    from export.benchmark_model_output import BenchmarkOutputError
+
+    try:
+        report = run_zoo_benchmark(config)
+    except (AdbError, BenchmarkOutputError) as error:  # typed, and they say how to fix
+        print(f"pipeline.bench: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    paths = write_report(report, config.output_dir, FLAGS.json)
+    print(markdown_report(report))
+    print("Wrote " + ", ".join(str(path) for path in paths.values()))
+
+
+if __name__ == "__main__":
+    app.run(main)

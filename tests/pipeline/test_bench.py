@@ -1,0 +1,113 @@
+"""`pipeline.bench` at tiny settings: two networks at 32 px, a few runs, real .tflite files timed on this host.
+
+Conversion here goes straight through a concrete function (no SavedModel export), which writes the same ops as
+`export.convert.to_tflite` in a few seconds instead of about a minute per model on this machine; `to_tflite`
+itself is tested in tests/export/. Everything after conversion (analysis, interleaved timing, XNNPACK partitions,
+JSON/Markdown/PNG) is the real code path.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from export.benchmark import BenchmarkSettings
+from pipeline import bench
+
+
+def fast_converter(model, quantization, representative_images=None):
+    import tensorflow as tf
+
+    shape = (1, *model.inputs[0].shape[1:])
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="input")])
+    def serving(images):
+        return model(images, training=False)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serving.get_concrete_function()])
+    if quantization == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[np.newaxis]] for image in representative_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("bench")
+    config = bench.BenchConfig(
+        models=("mobilenet_v2", "shufflenet_v2"),
+        reference=False,
+        image_size=32,
+        num_classes=10,
+        output_dir=str(output_dir),
+        settings=BenchmarkSettings(num_threads=1, num_runs=5, warmup_runs=2),
+        repeats=2,
+        calibration_images=2,
+    )
+    report = bench.run_zoo_benchmark(config, converter=fast_converter)
+    paths = bench.write_report(report, output_dir, json_path=str(output_dir / "copy.json"))
+    return report, paths
+
+
+def test_report_files_exist_with_sane_numbers(tiny_report):
+    report, paths = tiny_report
+    for path in paths.values():
+        assert path.is_file() and path.stat().st_size > 0
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads(paths["json"].read_text())
+    assert saved == json.loads(paths["json_copy"].read_text())
+    assert [row["name"] for row in saved["models"]] == ["mobilenet_v2", "shufflenet_v2"]
+    for row in saved["models"]:
+        assert row["params"] > 0 and row["macs"] > 0 and row["memory_access_cost"] > 0
+        assert row["size_mb"]["int8"] < row["size_mb"]["float32"]
+        for precision in bench.PRECISIONS:
+            result = row["results"][precision]
+            assert result["latency_ms"] > 0 and len(result["repeat_medians_ms"]) == 2
+            assert result["num_runs"] == 10
+            assert result["min_ms"] <= result["median_ms"] <= result["p90_ms"] <= result["p99_ms"]
+            assert result["peak_memory_mb"] > 0
+            assert row["gmacs_per_s"][precision] > 0
+            assert row["xnnpack"][precision]["partitions"] >= 1
+        assert row["int8_speedup"] == pytest.approx(row["latency_ms"]["float32"] / row["latency_ms"]["int8"])
+    assert saved["runner"] == "host-litert-python" and saved["config"]["settings"]["num_runs"] == 5
+
+
+def test_markdown_table_has_one_row_per_model(tiny_report):
+    _, paths = tiny_report
+    text = paths["markdown"].read_text()
+    assert "| mobilenet_v2 | ours |" in text and "| shufflenet_v2 | ours |" in text
+    assert "int8 speedup" in text and "XNNPACK partitions" in text
+    assert "no per-operator profiler" in text  # the host's missing decomposition is said, not hidden
+
+
+def test_reuse_tflite_skips_conversion(tiny_report, monkeypatch):
+    report, _ = tiny_report
+    config = bench.BenchConfig(
+        models=("mobilenet_v2",), reference=False, image_size=32, num_classes=10,
+        output_dir=report["config"]["output_dir"], settings=BenchmarkSettings(num_runs=2, warmup_runs=0),
+        repeats=1, reuse_tflite=True, measure_memory=False,
+    )
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted although the .tflite files exist")
+
+    rerun = bench.run_zoo_benchmark(config, converter=no_conversion)
+    assert rerun["models"][0]["latency_ms"]["int8"] > 0
+
+
+def test_reference_models_are_keras_applications_without_preprocessing():
+    builders = bench.zoo_builders([], reference=True, image_size=32, num_classes=10)
+    assert set(builders) == set(bench.REFERENCE_MODELS)
+    source, build = builders["keras_mobilenet_v3_small"]
+    model = build()
+    assert source == "keras.applications"
+    assert not any(type(layer).__name__ == "Rescaling" for layer in model.layers)
+    assert model.output_shape == (None, 10)
+
+
+def test_model_names_are_validated():
+    assert bench.resolve_model_names("all") == tuple(__import__("models").available())
+    assert bench.resolve_model_names(" mobilenet_v2 ,shufflenet_v1") == ("mobilenet_v2", "shufflenet_v1")
+    with pytest.raises(ValueError, match="Unknown model.*resnet50"):
+        bench.resolve_model_names("mobilenet_v2,resnet50")
