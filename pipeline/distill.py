@@ -111,6 +111,7 @@ def distill(
     keras.utils.set_random_seed(settings.seed)
     distiller = Distiller(student, teacher, temperature, alpha, settings.label_smoothing)
     distiller.compile(optimizer=make_optimizer(settings, settings.epochs * data.steps_per_epoch))
+    distiller(tf.zeros([1, *data.input_shape]))  # BackupAndRestore can only checkpoint a built model
     history = fit(distiller, data, settings, work_dir, callbacks)
     return TrainResult(model=student, history=history, val_accuracy=evaluate_accuracy(student, data))
 

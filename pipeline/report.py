@@ -222,6 +222,9 @@ def markdown(metrics: dict[str, Any]) -> str:
         lines += ["", "## Pruning", "", f"{sparsity['method']}, target {sparsity['target']:g}: overall sparsity "
                   f"{sparsity['overall']:.3f}.", "", "| layer | sparsity |", "|---|---|"]
         lines += [f"| {name} | {value:.3f} |" for name, value in (sparsity["per_layer"] or {}).items()]
+    failed = [name for name, passed in (metrics["verification"].get("checks") or {}).items() if not passed]
+    if failed:
+        lines += ["", f"**Failed verification checks: {', '.join(failed)}** (see metrics.json)."]
     problems = metrics["verification"].get("integer_only_problems")
     if problems:
         lines += ["", "## Integer-only check", "", *[f"- {problem}" for problem in problems]]

@@ -16,6 +16,7 @@ import tf_keras as keras
 
 from pipeline import report
 from pipeline.config import RunConfig, write_config
+from pipeline.convert_verify import FLOAT_MODEL_FILE, LABELS_FILE, META_FILE, convert_and_verify, quantized_model_file
 from pipeline.data import DataSplits, load_data
 from pipeline.distill import check_teacher, distill, load_teacher
 from pipeline.stages import StageLedger, StageOutcome, file_digest
@@ -36,14 +37,9 @@ TEACHER_MODEL = "teacher/model.keras"
 TRAINED_MODEL = "model.keras"
 ALONE_MODEL = "student_alone/model.keras"
 PRUNED_MODEL = "model_pruned.keras"
-QAT_MODEL = "model_qat.keras"
-FLOAT_TFLITE = "model_float32.tflite"
+QAT_MODEL = "model_qat.h5"  # TF-MOT QAT models reload only from HDF5 (pipeline.quantize)
 # Fine-tuning after pruning or for QAT starts from a trained model: a tenth of the training learning rate.
 FINE_TUNE_LEARNING_RATE_FACTOR = 0.1
-
-
-def quantized_tflite_name(quantization: str) -> str:
-    return f"model_{quantization}.tflite"
 
 
 def seed_everything(seed: int) -> None:
@@ -221,7 +217,7 @@ class _Run:
         return PRUNED_MODEL
 
     def qat_stage(self, source: str) -> str:
-        from pipeline.quantize import quantization_aware_finetune
+        from pipeline.quantize import quantization_aware_finetune, save_quantization_aware_model
 
         config = self.config
 
@@ -230,7 +226,7 @@ class _Run:
                 load_model(self.path(source)), self.data, epochs=config.qat_epochs,
                 learning_rate=config.learning_rate * FINE_TUNE_LEARNING_RATE_FACTOR, run_dir=self.run_dir,
             )
-            save_model(model, self.path(QAT_MODEL))
+            save_quantization_aware_model(model, self.path(QAT_MODEL))
             return {"val_accuracy": evaluate_accuracy(model, self.data)}
 
         inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
@@ -241,16 +237,18 @@ class _Run:
         return QAT_MODEL
 
     def convert_stage(self, source: str) -> StageOutcome:
-        from pipeline.convert_verify import convert_and_verify
-
         config = self.config
-        outputs = [FLOAT_TFLITE, "labels.txt", "model_meta.json"]
+        outputs = [FLOAT_MODEL_FILE, LABELS_FILE, META_FILE]
         if config.quantize != "none":
-            outputs.append(quantized_tflite_name(config.quantize))
+            outputs.append(quantized_model_file(config.quantize))
 
         def action():
-            model = load_quantization_aware_model(self.path(source)) if source == QAT_MODEL else load_model(
-                self.path(source))
+            if source == QAT_MODEL:
+                from pipeline.quantize import load_quantization_aware_model
+
+                model = load_quantization_aware_model(self.path(source))
+            else:
+                model = load_model(self.path(source))
             result = convert_and_verify(
                 model, self.data, self.run_dir, quantization=config.quantize, io_dtype=config.io_dtype,
                 sparse=config.prune != "none", model_name=config.model,
@@ -263,9 +261,9 @@ class _Run:
 
     def benchmark_stage(self) -> None:
         config = self.config
-        models = {"float32": self.path(FLOAT_TFLITE)}
+        models = {"float32": self.path(FLOAT_MODEL_FILE)}
         if config.quantize != "none":
-            models["quantized"] = self.path(quantized_tflite_name(config.quantize))
+            models["quantized"] = self.path(quantized_model_file(config.quantize))
 
         def action():
             return {
@@ -282,7 +280,7 @@ class _Run:
         from export.android import package
 
         config = self.config
-        inputs = {name: file_digest(self.path(name)) for name in ("model_meta.json", "labels.txt")}
+        inputs = {name: file_digest(self.path(name)) for name in (META_FILE, LABELS_FILE)}
         inputs["app_dir"] = str(Path(config.package_app).resolve())
 
         def action():
@@ -311,14 +309,6 @@ class _Run:
     def train_summary(result: TrainResult, name: str, width: float) -> dict[str, Any]:
         return {**report.complexity(result.model), "model": name, "width_multiplier": width,
                 "val_accuracy": result.val_accuracy, "history": result.history}
-
-
-def load_quantization_aware_model(path: Path) -> keras.Model:
-    """Load a TF-MOT quantization-aware model (its wrappers need TF-MOT's scope to deserialize)."""
-    import tensorflow_model_optimization as tfmot
-
-    with tfmot.quantization.keras.quantize_scope():
-        return load_model(path)
 
 
 def benchmark(models: dict[str, Path], device: str, num_threads: int) -> dict[str, dict[str, Any]]:

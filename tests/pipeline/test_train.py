@@ -1,0 +1,114 @@
+"""The train stage on a tiny network: fit, checkpoints and logs, resume after an interruption, determinism."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from pipeline import train as train_module
+from pipeline.train import (
+    TrainSettings,
+    batch_norm_momentum_for,
+    build_network,
+    load_model,
+    make_optimizer,
+    read_history,
+    save_model,
+    sparse_crossentropy,
+    train,
+)
+from pipeline.workflow import seed_everything
+from tests.pipeline.conftest import TINY_MODEL, TINY_WIDTH
+
+SETTINGS = TrainSettings(epochs=1, learning_rate=2e-3, optimizer="adam", weight_decay=1e-2, label_smoothing=0.1,
+                         seed=0, verbose=0)
+
+
+def tiny_network(data, seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return build_network(TINY_MODEL, data, TINY_WIDTH, bn_momentum=0.9)
+
+
+class StopAfterEpoch(keras.callbacks.Callback):
+    """Simulates a kill: raises at the end of epoch `epoch` (0-based), after the backup was written."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated kill")
+
+
+class RecordEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_batch_norm_momentum_follows_the_number_of_steps():
+    assert batch_norm_momentum_for(100) == 0.9  # DESIGN.md: short runs need a short window
+    assert batch_norm_momentum_for(690) == pytest.approx(1 - 1 / 23, abs=1e-4)
+    assert batch_norm_momentum_for(10**6) == 0.99
+
+
+def test_label_smoothing_loss_matches_keras_categorical_crossentropy():
+    logits = tf.constant([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0]])
+    labels = tf.constant([0, 2])
+    expected = keras.losses.categorical_crossentropy(tf.one_hot(labels, 3), logits, from_logits=True,
+                                                     label_smoothing=0.2)
+    np.testing.assert_allclose(sparse_crossentropy(labels, logits, 0.2), expected, rtol=1e-6)
+
+
+def test_weight_decay_skips_batch_norm_biases_and_depthwise_kernels():
+    optimizer = make_optimizer(SETTINGS, total_steps=10)
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == pytest.approx(1e-2)
+    variables = [tf.Variable(1.0, name=name) for name in ("conv/kernel", "bn/gamma", "dw/depthwise_kernel", "d/bias")]
+    optimizer.build(variables)
+    assert [optimizer._use_weight_decay(variable) for variable in variables] == [True, False, False, False]
+    sgd = make_optimizer(TrainSettings(epochs=1, learning_rate=0.1, optimizer="sgd"), total_steps=10)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov
+
+
+def test_train_writes_checkpoint_logs_history_and_resumes_after_a_kill(tiny_data, tmp_path):
+    seed_everything(0)
+    settings = TrainSettings(**{**SETTINGS.__dict__, "epochs": 3})
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_network(tiny_data), tiny_data, settings, tmp_path, callbacks=[StopAfterEpoch(0)])
+    assert any((tmp_path / "backup").iterdir())  # BackupAndRestore kept the interrupted state
+    recorder = RecordEpochs()
+    result = train(tiny_network(tiny_data), tiny_data, settings, tmp_path, callbacks=[recorder])
+    assert recorder.epochs == [1, 2]  # resumed after the finished epoch, not from scratch
+    assert len(result.history["loss"]) == 3 and len(result.history["val_accuracy"]) == 3
+    assert 0.0 <= result.val_accuracy <= 1.0
+    assert not (tmp_path / "backup").exists() or not any((tmp_path / "backup").iterdir())
+    assert (tmp_path / "checkpoints" / "last_epoch.index").is_file()
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    assert read_history(tmp_path / "history.csv") == result.history
+
+    save_model(result.model, tmp_path / "model.keras")
+    restored = load_model(tmp_path / "model.keras")
+    images, _ = tiny_data.val_arrays()
+    np.testing.assert_allclose(restored.predict(images, verbose=0), result.model.predict(images, verbose=0),
+                               atol=1e-5)
+    assert not list(tmp_path.glob(".tmp-*"))  # the atomic save left no temp file
+
+
+def test_same_seed_gives_the_same_numbers(tiny_data, tmp_path):
+    seed_everything(0)
+    first = train(tiny_network(tiny_data), tiny_data, SETTINGS, tmp_path / "a")
+    second = train(tiny_network(tiny_data), tiny_data, SETTINGS, tmp_path / "b")
+    assert first.history == second.history
+    for a, b in zip(first.model.get_weights(), second.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_verbosity_defaults_to_one_line_per_epoch_off_a_terminal(monkeypatch):
+    monkeypatch.setattr(train_module.sys.stdout, "isatty", lambda: False, raising=False)
+    assert train_module._verbosity(None) == 2
+    assert train_module._verbosity(0) == 0
