@@ -5,8 +5,9 @@ Not prunable with TF-MOT's `PruneForLatencyOnXNNPack` at any padding: the policy
 3x3/5x5 and *ungrouped* stride-1 1x1 Conv2D between. The stem's MaxPooling2D is the first layer it rejects; the
 grouped 1x1 convolutions, AveragePooling2D, Concatenate and ChannelShuffle (and ShuffleNetV2's ChannelSplit)
 would each fail it too. This is not a whitelist gap: XNNPACK's sparse (NCHW) inference itself has no max pool,
-concatenation, split or transpose, so these networks cannot run sparse past their stem. Prune them with
-`prune_low_magnitude` (file size) or remove channels (latency) instead.
+concatenation, split or transpose, so these networks cannot run sparse past their stem (with TF SAME padding the
+policy does not even find the stem: it needs `padding="symmetric"`). Prune them with `prune_low_magnitude`
+(file size) or remove channels (latency) instead.
 """
 from __future__ import annotations
 
@@ -104,6 +105,8 @@ def shuffle_unit(
     if first_groups > 1:  # a shuffle after an ungrouped convolution would only relabel its filters
         y = layers.ChannelShuffle(groups, name=f"{name}/shuffle")(y)
     y = layers.depthwise_bn(y, 3, f"{name}/depthwise", strides, None, bn_momentum, padding)
+    # One grouped CONV_2D (Conv2D(groups=g)), which XNNPACK takes in float and int8. Measured against split + g
+    # convolutions + concat (224 px, 1 thread, g=3, both one partition): int8 12.2 vs 17.8 ms, float 22.7 vs 25.0.
     y = layers.conv_bn(y, branch_channels, 1, f"{name}/gconv2", groups=groups, bn_momentum=bn_momentum)
     if strides == 1:
         x = keras.layers.Add(name=f"{name}/add")([x, y])

@@ -63,6 +63,9 @@ def shuffle_unit(
     x = layers.conv_bn(x, branch_channels, 1, f"{name}/branch2/expand", activation=activation, bn_momentum=bn_momentum)
     x = layers.depthwise_bn(x, 3, f"{name}/branch2/depthwise", strides, None, bn_momentum, padding)
     x = layers.conv_bn(x, branch_channels, 1, f"{name}/branch2/project", activation=activation, bn_momentum=bn_momentum)
+    # Explicit concat + shuffle (CONCATENATION, RESHAPE, TRANSPOSE, RESHAPE). Folding the shuffle into the concat
+    # as an interleave (each branch reshaped to [N, H*W, C/2, 1], concatenated on the last axis) is the same
+    # function without a TRANSPOSE, but measured slower (224 px, 1 thread: int8 18 vs 12 ms, float 26 vs 21).
     x = keras.layers.Concatenate(name=f"{name}/concat")([shortcut, x])
     return layers.ChannelShuffle(2, name=f"{name}/shuffle")(x)
 
