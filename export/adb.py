@@ -407,13 +407,20 @@ def _run_apk(adb: Adb, arguments: list[str], timeout_s: float, poll_s: float = 1
     adb.shell(["am", "start", "-S", "-W", "-n", APK_ACTIVITY, "--es", "args", " ".join(arguments)])
     deadline = time.monotonic() + timeout_s
     text = ""
+    polls_since_result = 0
     try:
         while time.monotonic() < deadline:
             text = adb.shell(["logcat", "-d", "-v", "threadtime", "-s", "tflite", "tflite_BenchmarkModelActivity"]).stdout
-            if re.search(r"Inference timings in us|BENCHMARK RESULTS|Benchmarking failed|Failed to", text):
-                if "--report_peak_memory_footprint=true" not in arguments or "peak memory" in text or "Failed" in text:
+            if re.search(r"Benchmarking failed|Failed to (apply|load|mmap)|Disallowed CPU fallback", text):
+                break
+            if re.search(r"Inference timings in us|BENCHMARK RESULTS", text):
+                # The memory lines follow the timings line; give them one more poll to reach logcat.
+                if "--report_peak_memory_footprint=true" not in arguments or "peak memory" in text.lower():
                     break
-            if not adb.shell(["pidof", APK_PACKAGE], check=False).stdout.strip() and "Running TensorFlow" in text:
+                polls_since_result += 1
+                if polls_since_result > 1:
+                    break
+            elif not adb.shell(["pidof", APK_PACKAGE], check=False).stdout.strip() and "Running TensorFlow" in text:
                 break  # the app exited without printing a result: let the parser say why
             time.sleep(poll_s)
         else:
