@@ -72,12 +72,23 @@ def _parse(argv: Sequence[str]) -> None:
     FLAGS(list(argv))
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Logs to whatever sys.stdout is now (so progress lines interleave with Keras' progress bars)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _setup_logging() -> None:
     logger = logging.getLogger("pipeline")
-    if not any(getattr(handler, "_pipeline", False) for handler in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(handler, _StdoutHandler) for handler in logger.handlers):
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        handler._pipeline = True
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False

@@ -1,0 +1,136 @@
+"""`python -m pipeline.run`: bad inputs (exit 2, one line, nothing touched), an end-to-end run on a tiny folder,
+resume after an interruption, a rerun that skips everything, and distillation with --distill_compare."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import run as run_module
+from pipeline.config import RunConfig, write_config
+from pipeline.train import build_network, save_model
+from tests.pipeline.conftest import TINY_MODEL, TINY_WIDTH
+
+REPO = Path(__file__).resolve().parents[2]
+METRICS_KEYS = {"model", "dataset", "params", "macs", "accuracy", "agreement_quantized_vs_float", "size_bytes",
+                "sparsity", "stages", "latency"}
+
+
+def tiny_flags(dataset: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["pipeline.run", f"--dataset={dataset}", f"--model={TINY_MODEL}", f"--width_multiplier={TINY_WIDTH}",
+            "--image_size=32", "--epochs=1", "--batch_size=8", f"--output_dir={output_dir}", *extra]
+
+
+def stage_records(run_dir: Path) -> dict:
+    return json.loads((run_dir / "stages.json").read_text())["stages"]
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--model=resnet50"], "--model=resnet50 is not a known model"),
+        (["--epochs=0"], "--epochs=0 must be a positive integer"),
+        (["--prune=magnitude", "--prune_sparsity=0"], "--prune_sparsity=0.0 must be strictly between 0 and 1"),
+        (["--prune=magnitude", "--prune_sparsity=1.5"], "--prune_sparsity=1.5 must be strictly between 0 and 1"),
+        (["--teacher=mobilenet_v2", "--distill_temperature=0"], "--distill_temperature=0.0 must be > 0"),
+        (["--image_size=16"], "--image_size=16 is too small"),
+        (["--dataset=/no/such/dataset"], "--dataset=/no/such/dataset does not exist"),
+        (["--epochs=many"], "flag --epochs=many"),
+        (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(flags, fragment, capsys, tmp_path):
+    assert run_module.main(["pipeline.run", f"--output_dir={tmp_path / 'run'}", *flags]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and fragment in captured.err
+    assert captured.err.startswith("pipeline.run: error: ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_dataset_folder_exits_2(capsys, tmp_path):
+    (tmp_path / "data").mkdir()
+    assert run_module.main(tiny_flags(tmp_path / "data", tmp_path / "run")) == 2
+    assert "no class sub-folders" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_dir_of_another_configuration_is_refused_and_left_alone(capsys, tmp_path, image_folder):
+    run_dir = tmp_path / "run"
+    write_config(run_dir, RunConfig(model="mobilenet_v2", epochs=7).resolved())
+    (run_dir / "model.keras").write_bytes(b"precious")
+    before = {path.name: path.read_bytes() for path in run_dir.iterdir()}
+    assert run_module.main(tiny_flags(image_folder, run_dir)) == 2
+    assert "belongs to a run with a different configuration" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in run_dir.iterdir()} == before
+
+
+def test_the_real_command_line_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.run", "--epochs=-1", f"--output_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "pipeline.run: error: --epochs=-1 must be a positive integer."
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_end_to_end_with_an_interruption_then_resume_then_nothing_to_do(monkeypatch, capsys, tmp_path, image_folder):
+    run_dir = tmp_path / "run"
+    flags = tiny_flags(image_folder, run_dir)
+
+    # 1. Killed during conversion: training is recorded as done, nothing after it.
+    import pipeline.workflow
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill during conversion")
+
+    monkeypatch.setattr(pipeline.workflow, "convert_and_verify", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_module.main(flags)
+    assert set(stage_records(run_dir)) == {"train"} and (run_dir / "model.keras").is_file()
+    monkeypatch.undo()
+    capsys.readouterr()
+
+    # 2. The same command resumes: training is skipped, the rest runs.
+    assert run_module.main(flags) == 0
+    output = capsys.readouterr().out
+    assert "stage train          skipped" in output and "stage convert_verify done" in output
+    for name in ("config.json", "stages.json", "model.keras", "model_float32.tflite", "model_int8.tflite",
+                 "labels.txt", "model_meta.json", "metrics.json", "report.md", "report.png"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert METRICS_KEYS <= set(metrics)
+    assert set(metrics["accuracy"]) == {"keras_float", "tflite_float32", "tflite_quantized"}
+    assert set(metrics["size_bytes"]) == {"float32", "quantized"}
+    assert metrics["size_bytes"]["quantized"] < metrics["size_bytes"]["float32"]
+    assert metrics["dataset"]["skipped_files"] == 1 and metrics["params"] > 0 and metrics["macs"] > 0
+    assert set(metrics["stages"]) >= {"data", "train", "convert_verify", "benchmark"}
+    assert metrics["latency"]["quantized_ms"] > 0 and metrics["latency"]["float32_ms"] > 0
+    assert (run_dir / "labels.txt").read_text().split() == ["blue", "green", "red"]
+    assert "held-out top-1" in output and f"run directory: {run_dir.resolve()}" in output
+    records = stage_records(run_dir)
+
+    # 3. Once more: every stage is skipped and nothing is rewritten.
+    assert run_module.main(flags) == 0
+    assert stage_records(run_dir) == records
+    assert "started" not in capsys.readouterr().out
+
+
+def test_distillation_from_a_checkpoint_with_a_comparison(capsys, tmp_path, image_folder, tiny_data):
+    teacher_dir = tmp_path / "teacher"  # an (untrained) network saved like a run directory's model.keras
+    save_model(build_network(TINY_MODEL, tiny_data, 0.5, bn_momentum=0.9), teacher_dir / "model.keras")
+    run_dir = tmp_path / "student"
+    flags = tiny_flags(image_folder, run_dir, f"--teacher_checkpoint={teacher_dir}", "--distill_compare",
+                       "--distill_temperature=2", "--distill_alpha=0.3", "--quantize=none", "--device=none")
+    assert run_module.main(flags) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    distillation = metrics["distillation"]
+    assert distillation["temperature"] == 2.0 and distillation["alpha"] == 0.3
+    assert 0 <= distillation["student_distilled_val_accuracy"] <= 1
+    assert 0 <= distillation["student_alone_val_accuracy"] <= 1
+    assert metrics["accuracy"]["tflite_quantized"] is None and metrics["latency"] is None
+    assert {"train", "student_alone"} <= set(stage_records(run_dir))
+    assert "trained alone" in capsys.readouterr().out
