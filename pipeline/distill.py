@@ -81,6 +81,9 @@ class Distiller(keras.Model):
             )
             regularization = tf.add_n(self.student.losses) if self.student.losses else 0.0
             total = loss + regularization
+            # Under a tf.distribute strategy the optimizer sums the replicas' gradients: divide by the number of
+            # replicas so a step follows the global batch's mean loss, as Keras' compiled losses do.
+            total = total / tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
         self.loss_tracker.update_state(loss)

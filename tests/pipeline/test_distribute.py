@@ -72,11 +72,14 @@ def test_default_strategy_is_chief_with_one_replica_and_explicit_shard_policy():
     assert sharded.options().experimental_distribute.auto_shard_policy == policy.DATA
 
 
-def test_mirrored_on_two_cpus_matches_one_device_and_runs_tfmot(tmp_path):
+def test_mirrored_on_two_cpus_matches_one_device_also_distilling_and_runs_tfmot(tmp_path):
     result = _run_worker(["mirrored", str(tmp_path / "result.json")], tmp_path / "result.json")
     assert result["replicas"] == 2 and result["global_batch"] == 2 * PER_REPLICA_BATCH
     np.testing.assert_allclose(result["mirrored_losses"], result["single_losses"], rtol=1e-5, atol=1e-6)
     assert result["max_weight_difference"] < 1e-5
+    # The Distiller's own train_step, too (before its loss was divided by the replicas it stepped ~2x as far).
+    np.testing.assert_allclose(*result["distill_losses"], rtol=1e-5)
+    assert result["distill_weight_difference"] < 1e-5
     # TF-MOT's wrappers train under MirroredStrategy: pruning reaches its sparsity, QAT runs.
     assert result["pruned_sparsity"] == pytest.approx(0.5, abs=0.02)
     assert np.all(np.isfinite(result["qat_losses"]))
@@ -244,6 +247,22 @@ def _worker_mirrored(result_path: str) -> None:
     mirrored, mirrored_losses = fit(strategy)
     difference = max(float(np.max(np.abs(a - b))) for a, b in zip(single.get_weights(), mirrored.get_weights()))
 
+    from pipeline.distill import Distiller
+
+    def distill(scope_strategy):  # a custom train_step: its loss must be scaled for the summed gradients
+        with scope_strategy.scope():
+            student, teacher = _tiny_model(keras), _tiny_model(keras, seed=1)
+            student.set_weights(initial)
+            distiller = Distiller(student, teacher, temperature=4.0, alpha=0.5)
+            distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+        losses = distiller.fit(dataset, epochs=1, verbose=0).history["loss"]
+        return losses, student.get_weights()
+
+    with tf.device("/cpu:0"):
+        single_distill = distill(tf.distribute.get_strategy())
+    mirrored_distill = distill(strategy)
+    distill_difference = max(float(np.max(np.abs(a - b))) for a, b in zip(single_distill[1], mirrored_distill[1]))
+
     with strategy.scope():  # TF-MOT under the strategy: wrappers, optimizer and metrics inside the scope
         pruned = tfmot.sparsity.keras.prune_low_magnitude(
             _tiny_model(keras), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0, frequency=1))
@@ -258,6 +277,7 @@ def _worker_mirrored(result_path: str) -> None:
     Path(result_path).write_text(json.dumps({
         "replicas": distribute.num_replicas(strategy), "global_batch": batch, "single_losses": single_losses,
         "mirrored_losses": mirrored_losses, "max_weight_difference": difference,
+        "distill_losses": [single_distill[0], mirrored_distill[0]], "distill_weight_difference": distill_difference,
         "pruned_sparsity": float(np.mean(kernel == 0)), "qat_losses": qat_losses,
     }))
 
