@@ -1,0 +1,490 @@
+"""Structured channel pruning (Network Slimming, Liu et al., 2017): remove whole channels so the network is faster.
+
+Which channels can go is read from the Keras layer graph, not from per-network tables, so every builder in
+`models/` is covered by the same rules. A *prunable group* is a convolution followed by its BatchNorm (whose
+|gamma| ranks the channels) whose output channels are consumed only through layers that keep channels apart:
+
+- followers, sliced with the group: its BatchNorm, activations, padding, pooling, Dropout, Flatten of a 1x1 map,
+  depthwise convolutions (a depthwise filter follows its input channel) and their BatchNorms;
+- squeeze-and-excite: the squeeze conv's input rows are sliced, and the excite conv's *output* channels (and
+  its bias, via the hard-sigmoid back from the `Multiply`) are sliced with the same mask (MobileNetV3);
+- channel shuffles (ShuffleNetV1), followed exactly as permutations;
+- consumers, where the walk stops: the next Conv2D or Dense has its input channels (rows) sliced; a grouped
+  consumer keeps every kept channel in its original group.
+
+A walk that reaches an `Add`, a `Concatenate`, a `ChannelSplit` or the model output makes the group unprunable:
+channels tied across a residual add (MobileNetV2/V3 projections, ShuffleNetV1's stride-1 units) or a concat
+(ShuffleNets' branches) stay. What remains prunable per network, found by this walk (see the tests):
+MobileNetV1 every pointwise conv and the stem; MobileNetV2/V3 the expansion convs inside inverted residuals (and
+the stem, the head conv, and projections that feed no add); ShuffleNetV2 each branch's first 1x1 conv, the stem
+and conv5; ShuffleNetV1 the bottleneck (first grouped 1x1) of every unit, pruned equally per group so the grouped
+convolutions and the shuffle still line up.
+
+The pruned network is rebuilt by cloning the original's functional graph with smaller `filters` on the pruned
+convolutions (`keras.models.clone_model`): same layer classes, names and configurations, so it is an ordinary
+Keras model that can be saved, pruned again, quantization-aware trained and converted like any other. Kept
+weights are copied: conv kernels (output channels, and the next layers' input channels), depthwise kernels,
+BatchNorm gamma/beta/moving mean/variance, SE convs and Dense rows. Removing a channel is exact when its
+BatchNorm output is zero (gamma = beta = 0) and its activation maps zero to zero (ReLU, ReLU6, hard-swish); a
+channel with a small gamma but nonzero beta contributes a near-constant that fine-tuning absorbs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+import tf_keras as keras
+
+from models import complexity
+from models.layers import ChannelShuffle, HardSigmoid, HardSwish
+
+DEFAULT_MIN_KEEP_FRACTION = 0.1
+DEFAULT_CHANNEL_MULTIPLE = 8
+
+# Layers that keep every channel separate and carry no per-channel weights: the mask passes through.
+_PASS_THROUGH = (
+    keras.layers.ReLU,
+    keras.layers.Activation,
+    HardSwish,
+    HardSigmoid,
+    keras.layers.Dropout,
+    keras.layers.ZeroPadding2D,
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalAveragePooling2D,
+)
+# Weightless element-wise layers between an SE excite conv and its Multiply.
+_GATE_LAYERS = (keras.layers.ReLU, keras.layers.Activation, HardSwish, HardSigmoid)
+
+
+class ChannelPruningError(ValueError):
+    """Channel pruning cannot run with these arguments or on this model; the message says what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """One layer a group's channels reach: which axis of its weights follows, and the shuffles on the way."""
+
+    layer: str
+    role: str  # "output" (producer / SE excite conv), "follow" (BatchNorm, depthwise), "input" (next conv/dense)
+    shuffles: tuple[int, ...]
+    groups: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelGroup:
+    """A prunable convolution, the BatchNorm whose gamma ranks its channels, and every layer its channels reach."""
+
+    conv: str
+    batch_norm: str
+    channels: int
+    sites: tuple[Site, ...]
+
+    @property
+    def unit(self) -> int:
+        """Kept counts must be multiples of this: every group count and shuffle on the way divides them."""
+        unit = 1
+        for site in self.sites:
+            for value in (site.groups, *site.shuffles):
+                unit = math.lcm(unit, value)
+        return unit
+
+
+# ---------------------------------------------------------------------------------------------------- graph walk
+
+
+def _flat(tensors) -> list:
+    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+
+
+def _consumers(model: keras.Model) -> dict[int, list[keras.layers.Layer]]:
+    consumers: dict[int, list[keras.layers.Layer]] = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        for tensor in _flat(layer.input):
+            consumers.setdefault(id(tensor), []).append(layer)
+    return consumers
+
+
+def _producer(tensor) -> keras.layers.Layer:
+    return tensor._keras_history.layer
+
+
+def _is_depthwise(layer) -> bool:
+    return isinstance(layer, keras.layers.DepthwiseConv2D) and layer.depth_multiplier == 1
+
+
+def _is_conv(layer) -> bool:
+    return isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D)
+
+
+class _Unprunable(Exception):
+    pass
+
+
+def _walk(model, consumers, output_ids, tensor, shuffles, sites, seen_multiplies) -> None:
+    if id(tensor) in output_ids:
+        raise _Unprunable("model output")
+    for layer in consumers.get(id(tensor), []):
+        if isinstance(layer, keras.layers.BatchNormalization) or _is_depthwise(layer):
+            sites.append(Site(layer.name, "follow", shuffles))
+            _walk(model, consumers, output_ids, layer.output, shuffles, sites, seen_multiplies)
+        elif isinstance(layer, _PASS_THROUGH) or (
+            isinstance(layer, keras.layers.Flatten) and tuple(layer.input.shape[1:-1]) in ((), (1, 1))
+        ):
+            _walk(model, consumers, output_ids, layer.output, shuffles, sites, seen_multiplies)
+        elif isinstance(layer, ChannelShuffle):
+            _walk(model, consumers, output_ids, layer.output, shuffles + (layer.groups,), sites, seen_multiplies)
+        elif _is_conv(layer):
+            sites.append(Site(layer.name, "input", shuffles, layer.groups))
+        elif isinstance(layer, keras.layers.Dense):
+            sites.append(Site(layer.name, "input", shuffles))
+        elif isinstance(layer, keras.layers.Multiply):
+            if layer.name in seen_multiplies:
+                raise _Unprunable("multiply reached twice")
+            seen_multiplies.add(layer.name)
+            for other in _flat(layer.input):
+                if other is not tensor:
+                    sites.append(_excite_conv(consumers, other, shuffles))
+            _walk(model, consumers, output_ids, layer.output, shuffles, sites, seen_multiplies)
+        else:  # Add, Concatenate, ChannelSplit, anything unknown: channels are tied to other tensors
+            raise _Unprunable(layer.name)
+
+
+def _excite_conv(consumers, tensor, shuffles) -> Site:
+    """Back from a Multiply's gate through weightless element-wise layers to the conv whose outputs must follow."""
+    while True:
+        if len(consumers.get(id(tensor), [])) != 1:
+            raise _Unprunable("gate used elsewhere")
+        layer = _producer(tensor)
+        if _is_conv(layer) and layer.groups == 1:
+            return Site(layer.name, "output", shuffles)
+        if not isinstance(layer, _GATE_LAYERS):
+            raise _Unprunable(layer.name)
+        tensor = layer.input
+
+
+def prunable_groups(model: keras.Model) -> list[ChannelGroup]:
+    """Every convolution whose output channels can be removed, with the layers that must follow it."""
+    consumers = _consumers(model)
+    output_ids = {id(t) for t in _flat(model.outputs)}
+    groups = []
+    for layer in model.layers:
+        if not _is_conv(layer):
+            continue
+        following = consumers.get(id(layer.output), [])
+        if len(following) != 1 or not isinstance(following[0], keras.layers.BatchNormalization):
+            continue
+        sites = [Site(layer.name, "output", (), layer.groups)]
+        try:
+            _walk(model, consumers, output_ids, layer.output, (), sites, set())
+        except _Unprunable:
+            continue
+        groups.append(ChannelGroup(layer.name, following[0].name, layer.filters, tuple(sites)))
+    return groups
+
+
+# ------------------------------------------------------------------------------------------ channel bookkeeping
+
+
+def _shuffle(labels: np.ndarray, groups: int) -> np.ndarray:
+    """ChannelShuffle on a label vector: output channel j * groups + i is input channel i * (C / groups) + j."""
+    return labels.reshape(groups, -1).T.reshape(-1)
+
+
+def _labels(channels: int, shuffles: Sequence[int]) -> np.ndarray:
+    labels = np.arange(channels)
+    for groups in shuffles:
+        labels = _shuffle(labels, groups)
+    return labels
+
+
+def _cells(group: ChannelGroup, channels: int) -> np.ndarray:
+    """For each producer channel, a cell id: its group index in every grouped layer it reaches (row per channel)."""
+    columns = []
+    for site in group.sites:
+        if site.groups > 1:
+            position = np.argsort(_labels(channels, site.shuffles))  # position of each producer channel
+            columns.append(position // (channels // site.groups))
+    if not columns:
+        return np.zeros((channels, 1), dtype=int)
+    return np.stack(columns, axis=1)
+
+
+def _choose(group: ChannelGroup, scores: np.ndarray, count: int) -> np.ndarray | None:
+    """The `count` best channels by score such that each kept channel stays in its group everywhere, or None."""
+    old_cells = _cells(group, group.channels)
+    new_cells = _cells(group, count)
+    keep = []
+    for cell in np.unique(new_cells, axis=0):
+        quota = int(np.sum(np.all(new_cells == cell, axis=1)))
+        members = np.flatnonzero(np.all(old_cells == cell, axis=1))
+        if quota > len(members):
+            return None
+        keep.extend(members[np.argsort(-scores[members], kind="stable")[:quota]])
+    keep = np.sort(np.asarray(keep, dtype=int))
+    return keep if _consistent(group, keep) else None
+
+
+def _source(channels: int, keep: np.ndarray, shuffles: Sequence[int]) -> np.ndarray:
+    """For each channel of the pruned tensor at a site, the channel of the original tensor it comes from."""
+    old_position = np.argsort(_labels(channels, shuffles))
+    return old_position[keep[_labels(len(keep), shuffles)]]
+
+
+def removed_at(group: ChannelGroup, site: Site, keep: np.ndarray) -> np.ndarray:
+    """Channel indices of the tensor at `site` that pruning `group` down to `keep` removes."""
+    removed = np.setdiff1d(np.arange(group.channels), keep)
+    return np.sort(np.argsort(_labels(group.channels, site.shuffles))[removed])
+
+
+def silence_removed_channels(model: keras.Model, keep: dict[str, np.ndarray]) -> None:
+    """Set gamma and beta to zero for every channel `keep` removes, in every BatchNorm its group reaches.
+
+    Those channels then output exactly zero (ReLU, ReLU6, hard-swish map 0 to 0), so pruning them changes
+    nothing: the check that pruning is lossless where it should be.
+    """
+    for group in prunable_groups(model):
+        kept = np.asarray(keep.get(group.conv, np.arange(group.channels)))
+        for site in group.sites:
+            layer = model.get_layer(site.layer)
+            if isinstance(layer, keras.layers.BatchNormalization):
+                weights = layer.get_weights()
+                for index in (0, 1):  # gamma, beta (center and scale are on in every builder here)
+                    weights[index][removed_at(group, site, kept)] = 0.0
+                layer.set_weights(weights)
+
+
+def _consistent(group: ChannelGroup, keep: np.ndarray) -> bool:
+    for site in group.sites:
+        if site.groups > 1:
+            source = _source(group.channels, keep, site.shuffles)
+            if np.any(source // (group.channels // site.groups) != np.arange(len(keep)) // (len(keep) // site.groups)):
+                return False
+    return True
+
+
+def gammas(model: keras.Model, groups: Sequence[ChannelGroup]) -> dict[str, np.ndarray]:
+    """|gamma| of each group's BatchNorm, the Network Slimming channel score."""
+    return {g.conv: np.abs(model.get_layer(g.batch_norm).gamma.numpy()) for g in groups}
+
+
+# ------------------------------------------------------------------------------------------------- selection
+
+
+def _allowed_counts(group: ChannelGroup, min_keep_fraction: float, channel_multiple: int) -> list[int]:
+    """Kept counts a group may take, ascending: multiples of its unit (and of `channel_multiple` where it fits)."""
+    unit = group.unit
+    step = math.lcm(unit, channel_multiple) if group.channels >= 2 * math.lcm(unit, channel_multiple) else unit
+    floor = max(unit, math.ceil(min_keep_fraction * group.channels))
+    counts = [n for n in range(step, group.channels, step) if n >= floor] + [group.channels]
+    return counts
+
+
+def keep_for_threshold(
+    groups: Sequence[ChannelGroup],
+    scores: dict[str, np.ndarray],
+    threshold: float,
+    min_keep_fraction: float = DEFAULT_MIN_KEEP_FRACTION,
+    channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE,
+) -> dict[str, np.ndarray]:
+    """Kept channel indices per group: those with score > threshold, raised to the floor and rounded up."""
+    keep = {}
+    for group in groups:
+        wanted = int(np.sum(scores[group.conv] > threshold))
+        for count in _allowed_counts(group, min_keep_fraction, channel_multiple):
+            if count < wanted:
+                continue
+            chosen = _choose(group, scores[group.conv], count)
+            if chosen is not None:
+                keep[group.conv] = chosen
+                break
+        else:
+            keep[group.conv] = np.arange(group.channels)
+    return keep
+
+
+def select_channels(
+    model: keras.Model,
+    prune_ratio: float | None = None,
+    target_macs: int | None = None,
+    min_keep_fraction: float = DEFAULT_MIN_KEEP_FRACTION,
+    channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE,
+) -> dict[str, np.ndarray]:
+    """Kept channels per prunable conv from one global |gamma| threshold, by `prune_ratio` or `target_macs`.
+
+    `prune_ratio` is the fraction of prunable channels (over all groups) whose |gamma| falls below the threshold;
+    the per-layer floor (`min_keep_fraction`, never below one group unit) and rounding up to multiples of
+    `channel_multiple` (where a layer has at least twice that) keep a little more. `target_macs` searches the
+    threshold for the largest network whose analytic MACs (models.complexity) are at most the target.
+    """
+    if (prune_ratio is None) == (target_macs is None):
+        raise ChannelPruningError("Give exactly one of prune_ratio (a fraction in (0, 1)) or target_macs.")
+    if not 0.0 <= min_keep_fraction < 1.0:
+        raise ChannelPruningError(f"min_keep_fraction must be in [0, 1), got {min_keep_fraction!r}.")
+    if not isinstance(channel_multiple, int) or channel_multiple < 1:
+        raise ChannelPruningError(f"channel_multiple must be a positive int, got {channel_multiple!r}.")
+    groups = prunable_groups(model)
+    if not groups:
+        raise ChannelPruningError(f"{model.name} has no prunable channels (no conv + BatchNorm outside add/concat).")
+    scores = gammas(model, groups)
+    all_scores = np.sort(np.concatenate(list(scores.values())))
+    options = dict(min_keep_fraction=min_keep_fraction, channel_multiple=channel_multiple)
+    if prune_ratio is not None:
+        if isinstance(prune_ratio, bool) or not 0.0 < float(prune_ratio) < 1.0:
+            raise ChannelPruningError(f"prune_ratio must be a fraction strictly between 0 and 1, got {prune_ratio!r}.")
+        cut = int(round(prune_ratio * len(all_scores)))
+        threshold = all_scores[cut - 1] if cut > 0 else -np.inf
+        return keep_for_threshold(groups, scores, threshold, **options)
+
+    current = complexity.analyze(model).macs
+    if isinstance(target_macs, bool) or not isinstance(target_macs, (int, np.integer)) or not 0 < target_macs < current:
+        raise ChannelPruningError(
+            f"target_macs must be a positive int below the model's {current:,} MACs, got {target_macs!r}."
+        )
+    smallest = keep_for_threshold(groups, scores, np.inf, **options)
+    smallest_macs = macs_after(model, smallest, groups)
+    if smallest_macs > target_macs:
+        raise ChannelPruningError(
+            f"target_macs={target_macs:,} is unreachable: pruning every prunable layer to its floor "
+            f"(min_keep_fraction={min_keep_fraction:g}) leaves {smallest_macs:,} MACs. Ask for at least that."
+        )
+    # Binary search over the sorted scores: the lowest threshold (most channels kept) that meets the target.
+    low, high = -1, len(all_scores) - 1  # invariant: threshold all_scores[high] meets the target
+    best = smallest
+    while high - low > 1:
+        middle = (low + high) // 2
+        keep = keep_for_threshold(groups, scores, all_scores[middle], **options)
+        if macs_after(model, keep, groups) <= target_macs:
+            high, best = middle, keep
+        else:
+            low = middle
+    return best
+
+
+def macs_after(
+    model: keras.Model, keep: dict[str, np.ndarray], groups: Sequence[ChannelGroup] | None = None
+) -> int:
+    """Analytic MACs of the network `keep` would leave (built without copying weights)."""
+    groups = prunable_groups(model) if groups is None else groups
+    return complexity.analyze(_rebuild(model, keep, groups)).macs
+
+
+# --------------------------------------------------------------------------------------------------- rebuild
+
+
+def _new_filters(groups: Sequence[ChannelGroup], keep: dict[str, np.ndarray]) -> dict[str, int]:
+    filters = {}
+    for group in groups:
+        for site in group.sites:
+            if site.role == "output":
+                filters[site.layer] = len(keep[group.conv])
+    return filters
+
+
+def _rebuild(model: keras.Model, keep: dict[str, np.ndarray], groups: Sequence[ChannelGroup]) -> keras.Model:
+    filters = _new_filters(groups, keep)
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in filters:
+            config["filters"] = filters[layer.name]
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config["gamma_regularizer"] = None  # sparsity training's L1 ends with pruning
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def _gather_grouped_input(kernel: np.ndarray, source: np.ndarray, groups: int) -> np.ndarray:
+    """Input channels of a grouped conv kernel (kh, kw, C/groups, out): each kept channel stays in its group."""
+    old_per_group = kernel.shape[2]
+    new_per_group = len(source) // groups
+    out_per_group = kernel.shape[3] // groups
+    result = np.empty(kernel.shape[:2] + (new_per_group, kernel.shape[3]), kernel.dtype)
+    for position, old in enumerate(source):
+        group = position // new_per_group
+        if old // old_per_group != group:
+            raise ChannelPruningError("internal: a kept channel left its convolution group")
+        outputs = slice(group * out_per_group, (group + 1) * out_per_group)
+        result[:, :, position % new_per_group, outputs] = kernel[:, :, old % old_per_group, outputs]
+    return result
+
+
+def prune_channels(model: keras.Model, keep: dict[str, np.ndarray]) -> keras.Model:
+    """The network with only the `keep` channels of each prunable conv, carrying the original's kept weights."""
+    groups = prunable_groups(model)
+    by_name = {g.conv: g for g in groups}
+    unknown = sorted(set(keep) - set(by_name))
+    if unknown:
+        raise ChannelPruningError(f"Not prunable in {model.name}: {unknown}; prunable: {sorted(by_name)}.")
+    keep = {name: np.sort(np.asarray(keep.get(name, np.arange(g.channels)), dtype=int)) for name, g in by_name.items()}
+    for name, group in by_name.items():
+        kept = keep[name]
+        if len(kept) == 0 or kept[0] < 0 or kept[-1] >= group.channels or len(np.unique(kept)) != len(kept):
+            raise ChannelPruningError(f"{name}: keep must be distinct channel indices in [0, {group.channels}).")
+        if len(kept) % group.unit or not _consistent(group, kept):
+            raise ChannelPruningError(
+                f"{name}: {len(kept)} kept channels do not keep its groups equal (need a multiple of {group.unit} "
+                f"chosen equally per group); use select_channels."
+            )
+    # Per layer: source indices along its output axis ("output"/"follow") and its input axis ("input").
+    output_source: dict[str, np.ndarray] = {}
+    input_source: dict[str, tuple[np.ndarray, int]] = {}
+    for name, group in by_name.items():
+        if len(keep[name]) == group.channels:
+            continue
+        for site in group.sites:
+            source = _source(group.channels, keep[name], site.shuffles)
+            if site.role == "input":
+                input_source[site.layer] = (source, site.groups)
+            else:
+                output_source[site.layer] = source
+    pruned = _rebuild(model, keep, groups)
+    for layer in pruned.layers:
+        original = model.get_layer(layer.name)
+        weights = original.get_weights()
+        if not weights:
+            continue
+        out = output_source.get(layer.name)
+        into = input_source.get(layer.name)
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            if out is not None:
+                weights = [weights[0][:, :, out, :], *(w[out] for w in weights[1:])]
+        elif isinstance(layer, keras.layers.Conv2D):
+            kernel = weights[0]
+            if out is not None:
+                kernel = kernel[..., out]
+                weights[1:] = [w[out] for w in weights[1:]]
+            if into is not None:
+                source, groups_count = into
+                kernel = kernel[:, :, source, :] if groups_count == 1 else _gather_grouped_input(kernel, source, groups_count)
+            weights[0] = kernel
+        elif isinstance(layer, keras.layers.Dense):
+            if into is not None:
+                weights[0] = weights[0][into[0]]
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            if out is not None:
+                weights = [w[out] for w in weights]
+        layer.set_weights(weights)
+    return pruned
+
+
+def channel_counts(model: keras.Model) -> dict[str, int]:
+    """Output channels of every prunable conv: the per-layer channel counts a pruned network was built with."""
+    return {g.conv: g.channels for g in prunable_groups(model)}
+
+
+def slim(
+    model: keras.Model,
+    prune_ratio: float | None = None,
+    target_macs: int | None = None,
+    min_keep_fraction: float = DEFAULT_MIN_KEEP_FRACTION,
+    channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE,
+) -> keras.Model:
+    """Select channels by a global |gamma| threshold (`prune_ratio` or `target_macs`) and rebuild without the rest."""
+    keep = select_channels(model, prune_ratio, target_macs, min_keep_fraction, channel_multiple)
+    return prune_channels(model, keep)

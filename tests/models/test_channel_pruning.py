@@ -1,0 +1,118 @@
+"""Channel pruning (Network Slimming): lossless where it should be, each architecture's coupling, clear errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from models import channel_pruning, complexity, registry
+
+INPUT_SHAPE = (32, 32, 3)
+
+
+def _build(name: str, width: float, **options) -> keras.Model:
+    model = registry.build(name, input_shape=INPUT_SHAPE, num_classes=5, width_multiplier=width, **options)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # trained-looking BatchNorms, so a wrong slice shows in the outputs
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.2, 1.5, gamma.shape).astype("float32"),
+                rng.normal(0, 0.2, beta.shape).astype("float32"),
+                rng.normal(0, 0.2, mean.shape).astype("float32"),
+                rng.uniform(0.5, 1.5, variance.shape).astype("float32"),
+            ])
+    return model
+
+
+# (name, width, options, groups that must be prunable, layer-name parts that must never be pruned)
+CASES = {
+    "mobilenet_v1": ("mobilenet_v1", 0.25, {}, ["conv1", "conv_pw_1", "conv_pw_13"], []),
+    # Residual adds tie the projections: only those feeding no add are prunable; expansions always are.
+    "mobilenet_v2": ("mobilenet_v2", 0.25, {}, ["expanded_conv_1/expand", "expanded_conv_16/expand", "Conv_1"],
+                     ["expanded_conv_2/project", "expanded_conv_1/project"]),
+    # SE: the excite conv's outputs follow the expansion they gate.
+    "mobilenet_v3_small": ("mobilenet_v3_small", 0.25, {}, ["expanded_conv_3/expand", "Conv_1"],
+                           ["expanded_conv_4/project"]),
+    # Groups: the bottleneck (gconv1) pruned equally per group; gconv2 feeds the add/concat and stays.
+    "shufflenet_v1": ("shufflenet_v1", 0.25, {"groups": 3}, ["stage2/unit1/gconv1", "stage3/unit2/gconv1"],
+                      ["gconv2"]),
+    # Split/concat: only each branch's inside (1x1 expand + depthwise) and the stem/conv5.
+    "shufflenet_v2": ("shufflenet_v2", 0.5, {}, ["conv1", "stage2/unit2/branch2/expand", "conv5"],
+                      ["branch2/project", "branch1/project"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rebuilt_network_equals_original_with_silenced_channels(case):
+    name, width, options, prunable, never = CASES[case]
+    model = _build(name, width, **options)
+    groups = {g.conv: g for g in channel_pruning.prunable_groups(model)}
+    assert set(prunable) <= set(groups), sorted(groups)
+    assert not [conv for conv in groups if any(part in conv for part in never)]
+
+    keep = channel_pruning.select_channels(model, prune_ratio=0.5)
+    channel_pruning.silence_removed_channels(model, keep)
+    pruned = channel_pruning.prune_channels(model, keep)
+
+    images = np.random.default_rng(1).normal(size=(2, *INPUT_SHAPE)).astype("float32")
+    np.testing.assert_allclose(pruned(images, training=False), model(images, training=False), atol=1e-4, rtol=1e-4)
+    assert complexity.analyze(pruned).macs < 0.85 * complexity.analyze(model).macs
+    assert complexity.analyze(pruned).params < complexity.analyze(model).params
+    # An ordinary network again: same layer names, prunable once more, with the kept counts.
+    assert [layer.name for layer in pruned.layers] == [layer.name for layer in model.layers]
+    counts = channel_pruning.channel_counts(pruned)
+    assert all(counts[conv] == len(keep[conv]) for conv in counts)
+    assert any(counts[conv] < groups[conv].channels for conv in counts)
+    if case == "shufflenet_v1":
+        assert all(count % 3 == 0 for count in counts.values())
+    if case == "mobilenet_v3_small":
+        excite = [s.layer for s in groups["expanded_conv_3/expand"].sites if s.role == "output"]
+        assert "expanded_conv_3/squeeze_excite/Conv_1" in excite
+        assert pruned.get_layer("expanded_conv_3/squeeze_excite/Conv_1").filters == counts["expanded_conv_3/expand"]
+
+
+@pytest.fixture(scope="module")
+def small_network():
+    """MobileNetV1 0.25: the shortest graph, so the target search (a rebuild per step) and conversion are quick."""
+    return _build("mobilenet_v1", 0.25)
+
+
+@pytest.mark.parametrize("ratio", [0, 1, -0.2, 1.5, True])
+def test_bad_ratio_is_a_clear_error(small_network, ratio):
+    with pytest.raises(ValueError, match="prune_ratio must be a fraction strictly between 0 and 1"):
+        channel_pruning.select_channels(small_network, prune_ratio=ratio)
+
+
+def test_target_macs(small_network):
+    macs = complexity.analyze(small_network).macs
+    with pytest.raises(ValueError, match="unreachable"):
+        channel_pruning.select_channels(small_network, target_macs=1000)
+    with pytest.raises(ValueError, match="below the model's"):
+        channel_pruning.select_channels(small_network, target_macs=macs)
+    with pytest.raises(ValueError, match="exactly one"):
+        channel_pruning.select_channels(small_network, prune_ratio=0.3, target_macs=macs // 2)
+    target = int(0.7 * macs)
+    pruned = channel_pruning.slim(small_network, target_macs=target)
+    assert 0.5 * macs < complexity.analyze(pruned).macs <= target
+
+
+def test_floor_never_empties_a_layer(small_network):
+    keep = channel_pruning.select_channels(small_network, prune_ratio=0.99)
+    for group in channel_pruning.prunable_groups(small_network):
+        assert len(keep[group.conv]) >= max(1, np.ceil(0.1 * group.channels))
+
+
+def test_bad_keep_is_a_clear_error(small_network):
+    with pytest.raises(ValueError, match="Not prunable"):
+        channel_pruning.prune_channels(small_network, {"conv_dw_2": np.arange(4)})
+    with pytest.raises(ValueError, match="distinct channel indices"):
+        channel_pruning.prune_channels(small_network, {"conv_pw_2": np.array([0, 0])})
+
+
+def test_pruned_network_converts_to_int8(small_network):
+    from export.convert import to_tflite
+
+    pruned = channel_pruning.slim(small_network, prune_ratio=0.4)
+    images = np.random.default_rng(2).uniform(-1, 1, size=(4, *INPUT_SHAPE)).astype("float32")
+    assert len(to_tflite(pruned, "int8", representative_images=images)) > 0
