@@ -1,0 +1,47 @@
+"""pipeline.channel_prune: sparsity training with L1 on gamma, channel removal, fine-tune, iterate."""
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from tiny_networks import tiny_network
+
+
+def test_l1_on_gamma_is_a_regularizer_on_a_clone(tiny_data):
+    from pipeline.channel_prune import with_gamma_l1
+
+    model = tiny_network(tiny_data)
+    sparse = with_gamma_l1(model, 1e-3)
+    assert not model.losses
+    assert len(sparse.losses) == 14  # the stem and the 13 pointwise convolutions rank channels
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), sparse.get_weights()))
+
+
+def test_two_iterations_shrink_the_network_and_report_costs(tiny_data, tmp_path):
+    from pipeline.channel_prune import channel_prune_and_finetune
+
+    model = tiny_network(tiny_data)
+    result = channel_prune_and_finetune(
+        model, tiny_data, tmp_path, prune_ratio=0.5, iterations=2, sparsity_epochs=1, finetune_epochs=1
+    )
+    metrics = result.metrics()
+    assert metrics["macs"] < 0.8 * metrics["macs_before_pruning"]
+    assert metrics["params"] < metrics["params_before_pruning"]
+    assert [r["macs"] for r in result.iterations] == sorted((r["macs"] for r in result.iterations), reverse=True)
+    assert not result.model.losses  # the L1 penalty ends with pruning: an ordinary model
+    assert result.model.get_layer("conv_pw_13").filters == result.channels["conv_pw_13"]
+    assert 0.0 <= result.val_accuracy <= 1.0
+    images = next(iter(tiny_data.val))[0]
+    assert result.model(images, training=False).shape == (images.shape[0], tiny_data.num_classes)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"prune_ratio": 1.0}, "strictly between 0 and 1"),
+    ({"prune_ratio": 0.3, "target_macs": 1000}, "exactly one"),
+    ({"target_macs": 10**12}, "below the model's"),
+    ({"prune_ratio": 0.3, "iterations": 0}, "iterations must be a positive int"),
+])
+def test_bad_arguments_are_clear_errors(tiny_data, tmp_path, arguments, message):
+    from pipeline.channel_prune import channel_prune_and_finetune
+
+    with pytest.raises(ValueError, match=message):
+        channel_prune_and_finetune(tiny_network(tiny_data), tiny_data, tmp_path, **arguments)
