@@ -17,6 +17,7 @@ from pipeline import config as config_module
 from pipeline.config import ConfigError, RunConfig
 
 EXIT_BAD_INPUT = 2
+EXIT_STAGE_FAILED = 1
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mobilenet_v3_small", "Network from the zoo (models.available()).")
@@ -94,8 +95,14 @@ def _setup_logging() -> None:
     logger.propagate = False
 
 
-def _check_device_and_app(config: RunConfig) -> None:
-    """Fail now, not after training, where the phone or the Android app the run ends with is not there."""
+def _preflight(config: RunConfig) -> None:
+    """Fail now, not after training, on what a later stage would refuse: the pruning method for this network,
+    a missing phone or Android app."""
+    from pipeline.prune import XNNPACK_SPARSE_NETWORKS
+
+    if config.prune == "xnnpack" and config.model not in XNNPACK_SPARSE_NETWORKS:
+        raise ConfigError(f"--prune=xnnpack works only for {', '.join(XNNPACK_SPARSE_NETWORKS)} (TF-MOT's XNNPACK "
+                          f"sparsity policy rejects {config.model}'s layers); use --prune=2:4 or --prune=magnitude.")
     if config.device == "adb":
         from export.adb import AdbError, resolve_benchmark_binary, select_device
 
@@ -110,6 +117,17 @@ def _check_device_and_app(config: RunConfig) -> None:
         if not (Path(config.package_app) / MANIFEST).is_file():
             raise ConfigError(f"--package_app={config.package_app} is not the Android demo project (no {MANIFEST}); "
                               f"point it at android_demo.")
+
+
+def _stage_errors() -> tuple[type[Exception], ...]:
+    """The typed errors a stage raises with a message meant for the user (no traceback needed)."""
+    from export.adb import AdbError
+    from export.android import PackagingError
+    from export.convert import ConversionError
+    from pipeline.prune import PruningError
+    from pipeline.quantize import QuantizationAwareTrainingError
+
+    return AdbError, PackagingError, ConversionError, PruningError, QuantizationAwareTrainingError
 
 
 def resolve_run_dir(config: RunConfig) -> Path:
@@ -148,7 +166,7 @@ def main(argv: Sequence[str]) -> int:
 
     try:
         config.validate(models.available())
-        _check_device_and_app(config)
+        _preflight(config)
         config = config.resolved()
         run_dir = resolve_run_dir(config)
         resuming = config_module.check_run_dir(run_dir, config)
@@ -158,7 +176,12 @@ def main(argv: Sequence[str]) -> int:
     except (ConfigError, DataError, TeacherError) as error:
         return _fail(str(error))
 
-    metrics = workflow.run(config, run_dir, data)
+    try:
+        metrics = workflow.run(config, run_dir, data)
+    except _stage_errors() as error:
+        print(f"pipeline.run: error: {str(error).strip().splitlines()[0]} (finished stages are kept in {run_dir}; "
+              f"rerun the same command to resume)", file=sys.stderr)
+        return EXIT_STAGE_FAILED
     print()
     print(report.summary_table(metrics))
     print(f"run directory: {run_dir.resolve()}")

@@ -38,6 +38,7 @@ def stage_records(run_dir: Path) -> dict:
         (["--teacher=mobilenet_v2", "--distill_temperature=0"], "--distill_temperature=0.0 must be > 0"),
         (["--image_size=16"], "--image_size=16 is too small"),
         (["--dataset=/no/such/dataset"], "--dataset=/no/such/dataset does not exist"),
+        (["--prune=xnnpack", "--prune_sparsity=0.75"], "--prune=xnnpack works only for"),
         (["--epochs=many"], "flag --epochs=many"),
         (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     ],
