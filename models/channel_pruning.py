@@ -284,19 +284,26 @@ def _allowed_counts(group: ChannelGroup, min_keep_fraction: float, channel_multi
     return counts
 
 
-def keep_for_threshold(
+def _wanted_counts(groups: Sequence[ChannelGroup], scores: dict[str, np.ndarray], removed: int) -> dict[str, int]:
+    """Per group, the channels left after removing the `removed` lowest |gamma| over all groups (ties: stable)."""
+    owners = np.concatenate([np.full(g.channels, index) for index, g in enumerate(groups)])
+    order = np.argsort(np.concatenate([scores[g.conv] for g in groups]), kind="stable")
+    dropped = np.bincount(owners[order[:removed]], minlength=len(groups))
+    return {g.conv: g.channels - int(dropped[index]) for index, g in enumerate(groups)}
+
+
+def keep_for_counts(
     groups: Sequence[ChannelGroup],
     scores: dict[str, np.ndarray],
-    threshold: float,
+    wanted: dict[str, int],
     min_keep_fraction: float = DEFAULT_MIN_KEEP_FRACTION,
     channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE,
 ) -> dict[str, np.ndarray]:
-    """Kept channel indices per group: those with score > threshold, raised to the floor and rounded up."""
+    """Kept channel indices per group: its `wanted` best by score, raised to the floor and rounded up."""
     keep = {}
     for group in groups:
-        wanted = int(np.sum(scores[group.conv] > threshold))
         for count in _allowed_counts(group, min_keep_fraction, channel_multiple):
-            if count < wanted:
+            if count < wanted[group.conv]:
                 continue
             chosen = _choose(group, scores[group.conv], count)
             if chosen is not None:
@@ -314,12 +321,13 @@ def select_channels(
     min_keep_fraction: float = DEFAULT_MIN_KEEP_FRACTION,
     channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE,
 ) -> dict[str, np.ndarray]:
-    """Kept channels per prunable conv from one global |gamma| threshold, by `prune_ratio` or `target_macs`.
+    """Kept channels per prunable conv from one global |gamma| ranking, by `prune_ratio` or `target_macs`.
 
-    `prune_ratio` is the fraction of prunable channels (over all groups) whose |gamma| falls below the threshold;
-    the per-layer floor (`min_keep_fraction`, never below one group unit) and rounding up to multiples of
-    `channel_multiple` (where a layer has at least twice that) keep a little more. `target_macs` searches the
-    threshold for the largest network whose analytic MACs (models.complexity) are at most the target.
+    `prune_ratio` is the fraction of prunable channels (over all groups) with the lowest |gamma| (a global
+    threshold; ties broken by position) to remove; the per-layer floor (`min_keep_fraction`, never below one group
+    unit) and rounding up to multiples of `channel_multiple` (where a layer has at least twice that) keep a little
+    more. `target_macs` searches the global cut for the largest network whose analytic MACs (models.complexity)
+    are at most the target.
     """
     if (prune_ratio is None) == (target_macs is None):
         raise ChannelPruningError("Give exactly one of prune_ratio (a fraction in (0, 1)) or target_macs.")
@@ -327,37 +335,38 @@ def select_channels(
         raise ChannelPruningError(f"min_keep_fraction must be in [0, 1), got {min_keep_fraction!r}.")
     if not isinstance(channel_multiple, int) or channel_multiple < 1:
         raise ChannelPruningError(f"channel_multiple must be a positive int, got {channel_multiple!r}.")
+    if prune_ratio is not None and (isinstance(prune_ratio, bool) or not 0.0 < float(prune_ratio) < 1.0):
+        raise ChannelPruningError(f"prune_ratio must be a fraction strictly between 0 and 1, got {prune_ratio!r}.")
     groups = prunable_groups(model)
     if not groups:
         raise ChannelPruningError(f"{model.name} has no prunable channels (no conv + BatchNorm outside add/concat).")
     scores = gammas(model, groups)
-    all_scores = np.sort(np.concatenate(list(scores.values())))
+    total = sum(g.channels for g in groups)
     options = dict(min_keep_fraction=min_keep_fraction, channel_multiple=channel_multiple)
+
+    def keep_after(removed: int) -> dict[str, np.ndarray]:
+        return keep_for_counts(groups, scores, _wanted_counts(groups, scores, removed), **options)
+
     if prune_ratio is not None:
-        if isinstance(prune_ratio, bool) or not 0.0 < float(prune_ratio) < 1.0:
-            raise ChannelPruningError(f"prune_ratio must be a fraction strictly between 0 and 1, got {prune_ratio!r}.")
-        cut = int(round(prune_ratio * len(all_scores)))
-        threshold = all_scores[cut - 1] if cut > 0 else -np.inf
-        return keep_for_threshold(groups, scores, threshold, **options)
+        return keep_after(int(round(prune_ratio * total)))
 
     current = complexity.analyze(model).macs
     if isinstance(target_macs, bool) or not isinstance(target_macs, (int, np.integer)) or not 0 < target_macs < current:
         raise ChannelPruningError(
             f"target_macs must be a positive int below the model's {current:,} MACs, got {target_macs!r}."
         )
-    smallest = keep_for_threshold(groups, scores, np.inf, **options)
+    smallest = keep_after(total)
     smallest_macs = macs_after(model, smallest, groups)
     if smallest_macs > target_macs:
         raise ChannelPruningError(
             f"target_macs={target_macs:,} is unreachable: pruning every prunable layer to its floor "
             f"(min_keep_fraction={min_keep_fraction:g}) leaves {smallest_macs:,} MACs. Ask for at least that."
         )
-    # Binary search over the sorted scores: the lowest threshold (most channels kept) that meets the target.
-    low, high = -1, len(all_scores) - 1  # invariant: threshold all_scores[high] meets the target
-    best = smallest
+    # Binary search for the fewest removed channels that meet the target: removing more never adds MACs.
+    low, high, best = 0, total, smallest  # invariant: removing `high` meets the target, removing `low` does not
     while high - low > 1:
         middle = (low + high) // 2
-        keep = keep_for_threshold(groups, scores, all_scores[middle], **options)
+        keep = keep_after(middle)
         if macs_after(model, keep, groups) <= target_macs:
             high, best = middle, keep
         else:
