@@ -58,6 +58,7 @@ def test_rebuilt_network_equals_original_with_silenced_channels(case):
     images = np.random.default_rng(1).normal(size=(2, *INPUT_SHAPE)).astype("float32")
     np.testing.assert_allclose(pruned(images, training=False), model(images, training=False), atol=1e-4, rtol=1e-4)
     assert complexity.analyze(pruned).macs < 0.85 * complexity.analyze(model).macs
+    assert channel_pruning.macs_after(model, keep) == complexity.analyze(pruned).macs  # the target search's count
     assert complexity.analyze(pruned).params < complexity.analyze(model).params
     # An ordinary network again: same layer names, prunable once more, with the kept counts.
     assert [layer.name for layer in pruned.layers] == [layer.name for layer in model.layers]
