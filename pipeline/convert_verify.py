@@ -15,6 +15,12 @@ the LiteRT interpreter exactly as the app feeds it), the quantized model's top-1
 histogram and XNNPACK partitions of each file, and for int8 whether the graph is integer-only. A failed check
 never raises: it is recorded in `checks` and logged as a warning, and the report prints it.
 
+`sparse=True` (a pruned model) stores the float32 model's pruned weights sparse (`EXPERIMENTAL_SPARSITY`), which
+is what XNNPACK's sparse fp32 inference reads (DESIGN.md: the only latency path for TF-MOT sparsity). The quantized
+model is always stored dense. Measured on MobileNetV2 1.0 / digits: sparse int8 storage is *larger* than dense at
+50% sparsity (2:4: 3.56 MB vs 2.72 MB), saves little at 75% (2.15 MB), and XNNPACK failed to prepare the 2:4
+model's int8 FULLY_CONNECTED fed by a DENSIFY op (the app's default delegate would refuse the model).
+
 A quantization-aware (TF-MOT) model converts to int8 from its own fake-quant ranges. Its "Keras float"
 accuracy is the QAT model's own (fake-quant) accuracy, recorded with `keras_model="quantization_aware"`, and its
 float32 TFLite file is made from the same weights with the fake-quant wrappers removed.
@@ -139,7 +145,6 @@ def convert_and_verify(
             quantization,
             representative_images=representative_images(data) if quantization == "int8" else None,
             io_dtype=io_dtype,
-            sparse=sparse,
         )
     for artifact, flatbuffer in flatbuffers.items():
         write_bytes_atomic(run_dir / files[artifact], flatbuffer)
@@ -147,7 +152,7 @@ def convert_and_verify(
     write_text_atomic(run_dir / LABELS_FILE, "\n".join(labels) + "\n")
     meta = meta_for_tflite(
         run_dir / files[app_artifact], labels, data.normalization,
-        model_name=model_name, model_file=files[app_artifact], quantization=quantization, sparse=sparse,
+        model_name=model_name, model_file=files[app_artifact], quantization=quantization,
     )
     write_meta(run_dir / META_FILE, meta)
 
