@@ -227,7 +227,6 @@ _APK_TIMINGS = re.compile(
 )
 _STATS = re.compile(r"^count=(?P<count>\d+)(?P<rest>.*)$")
 _STAT_FIELD = re.compile(rf"(first|curr|min|max|avg|std|p5|median|p95)=({_NUMBER})")
-_RUNNING = re.compile(r"^Running benchmark for at least (\d+) iterations")
 _FOOTPRINT = re.compile(
     rf"(?P<wording>Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): "
     rf"init=(?P<init>{_NUMBER}) overall=(?P<overall>{_NUMBER})"
@@ -324,7 +323,7 @@ def parse_benchmark_model_output(text: str, exit_code: int | None = None) -> Ben
             "whole log.",
             _tail(raw_lines),
         )
-    warmup, inference = _phase_statistics(lines, statistics)
+    warmup, inference = _phase_statistics(statistics)
     op_profile = _parse_op_profile(lines[profile_index:]) if profile_index is not None else None
     if tool == "litert":
         return BenchmarkModelOutput(
@@ -457,18 +456,11 @@ def _run_statistics(match: re.Match) -> RunStatistics:
     )
 
 
-def _phase_statistics(
-    lines: list[str], statistics: list[RunStatistics]
-) -> tuple[RunStatistics | None, RunStatistics | None]:
-    """Warm-up and regular-run statistics: the tool prints one line per `Running benchmark for ...` phase."""
-    phases = sum(1 for line in lines if _RUNNING.match(line.strip()))
-    if phases >= 2 and len(statistics) >= 2:
-        return statistics[0], statistics[1]
-    if len(statistics) == 1:
-        return None, statistics[0]
+def _phase_statistics(statistics: list[RunStatistics]) -> tuple[RunStatistics | None, RunStatistics | None]:
+    """Warm-up and regular-run statistics: one line per `Running benchmark for ...` phase, warm-up first."""
     if len(statistics) >= 2:
         return statistics[0], statistics[1]
-    return None, None
+    return None, (statistics[0] if statistics else None)
 
 
 def _litert_inference_statistics(litert: dict[str, float], lines: list[str]) -> RunStatistics | None:
