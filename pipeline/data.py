@@ -69,6 +69,8 @@ class DataSplits:
     source: str
     skipped_files: list[str] = dataclasses.field(default_factory=list)
     load_seconds: float = 0.0
+    flip: bool = False
+    seed: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -89,6 +91,14 @@ class DataSplits:
     @property
     def steps_per_epoch(self) -> int:
         return -(-self.num_train // self.batch_size)
+
+    def restart_training_pipeline(self) -> None:
+        """Rebuild `train` (keeping its tf.data options) so its shuffling and augmentation start over from the
+        seed: a seeded pipeline reshuffles differently on every pass, so without this a fit's numbers would depend
+        on how many fits used the same DataSplits before it (a resumed run skips some of them)."""
+        rebuilt = _train_pipeline(self.train_images, self.train_labels, self.image_size, self.batch_size, self.flip,
+                                  self.seed, self.normalization)
+        self.train = rebuilt.with_options(self.train.options())
 
     def val_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The held-out split as (normalized float32 images, int32 labels)."""
@@ -158,6 +168,8 @@ def load_data(
         source=dataset,
         skipped_files=skipped,
         load_seconds=time.monotonic() - start,
+        flip=flip,
+        seed=seed,
     )
     for path in skipped[:5]:
         log.warning("skipped unreadable image %s", path)

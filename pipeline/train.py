@@ -153,6 +153,7 @@ def fit(
     """`model.fit` with the run's callbacks; returns the per-epoch history of all attempts together."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    data.restart_training_pipeline()
     history_path = work_dir / "history.csv"
     standard = [
         # BackupAndRestore first: on a resume it restores weights, optimizer and epoch before anything else runs.
