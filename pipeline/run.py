@@ -103,6 +103,15 @@ def _preflight(config: RunConfig) -> None:
     if config.prune == "xnnpack" and config.model not in XNNPACK_SPARSE_NETWORKS:
         raise ConfigError(f"--prune=xnnpack works only for {', '.join(XNNPACK_SPARSE_NETWORKS)} (TF-MOT's XNNPACK "
                           f"sparsity policy rejects {config.model}'s layers); use --prune=2:4 or --prune=magnitude.")
+    if config.weights:
+        import models
+        from models.imagenet_weights import WeightsDownloadError
+
+        try:  # downloads (or reads Keras' cache) now, not after the data stage
+            models.build(config.model, input_shape=(config.image_size, config.image_size, 3),
+                         width_multiplier=config.width_multiplier, weights=config.weights, padding=config.stem_padding)
+        except (ValueError, WeightsDownloadError) as error:
+            raise ConfigError(f"--weights={config.weights}: {str(error).strip().splitlines()[0]}") from error
     if config.device == "adb":
         from export.adb import AdbError, resolve_benchmark_binary, select_device
 
@@ -166,8 +175,8 @@ def main(argv: Sequence[str]) -> int:
 
     try:
         config.validate(models.available())
-        _preflight(config)
         config = config.resolved()
+        _preflight(config)
         run_dir = resolve_run_dir(config)
         resuming = config_module.check_run_dir(run_dir, config)
         log.info("run directory %s (%s)", run_dir, "resuming" if resuming else "new")
