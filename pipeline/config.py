@@ -24,12 +24,15 @@ PRUNE_METHODS = ("none", "2:4", "xnnpack", "magnitude")
 QUANTIZATIONS = ("int8", "float16", "dynamic", "none")
 IO_DTYPES = ("int8", "uint8")  # export.convert.IO_DTYPES (not imported: it loads TensorFlow)
 DEVICES = ("host", "adb", "none")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")  # tf.distribute; see pipeline/distribute.py
+# Non-chief workers of a multi-worker run train in OUTPUT_DIR/workers/<task>-<index>/ (pipeline/distribute.py).
+WORKERS_DIR = "workers"
 WEIGHTS = ("imagenet",)
 CONFIG_FILE = "config.json"
 
 # Fields that do not change any number the run produces: where it is written, where it is benchmarked, whether
 # the Android app is packaged. A run directory can be resumed with different values of these.
-NON_REPRODUCIBILITY_FIELDS = ("output_dir", "device", "package_app", "num_threads")
+NON_REPRODUCIBILITY_FIELDS = ("output_dir", "device", "package_app", "num_threads", "tpu")
 
 # Networks have a total stride of 32; the registry refuses anything smaller (models.registry.MIN_INPUT_SIZE).
 MIN_IMAGE_SIZE = 32
@@ -98,6 +101,8 @@ class RunConfig:
     device: str = "host"
     num_threads: int = 1
     package_app: str | None = None
+    strategy: str = "default"  # --batch_size is per replica: the global batch is batch_size x replicas
+    tpu: str | None = None
 
     # --- derived facts -------------------------------------------------------------------------------------
     @property
@@ -229,6 +234,15 @@ def _validate(config: RunConfig, available_models: list[str] | None) -> None:
     _require(config.device in DEVICES,
              f"--device={config.device} is not supported; choose one of: {', '.join(DEVICES)}.")
     _require(config.num_threads > 0, f"--num_threads={config.num_threads} must be a positive integer.")
+    _require(config.strategy in STRATEGIES,
+             f"--strategy={config.strategy} is not supported; choose one of: {', '.join(STRATEGIES)}.")
+    _require(config.strategy != "tpu" or bool(config.tpu),
+             "--strategy=tpu needs --tpu=ADDRESS (the TPU's name or grpc:// address, or 'local' on a TPU VM).")
+    _require(not config.tpu or config.strategy == "tpu",
+             f"--tpu={config.tpu} is only used with --strategy=tpu; add --strategy=tpu or drop --tpu.")
+    _require(config.strategy != "multi_worker" or bool(config.output_dir),
+             "--strategy=multi_worker needs --output_dir: every worker must name the same run directory, on "
+             "storage all of them see (a shared file system or gs://).")
     if config.package_app:
         _require(Path(config.package_app).is_dir(),
                  f"--package_app={config.package_app} is not a directory; point it at the Android app "
@@ -298,7 +312,8 @@ def check_run_dir(run_dir: Path, config: RunConfig) -> bool:
     run_dir = Path(run_dir)
     recorded = read_config(run_dir)
     if recorded is None:
-        if run_dir.is_dir() and any(run_dir.iterdir()):
+        # A worker may create workers/ before the chief writes config.json: that alone is still an empty run.
+        if run_dir.is_dir() and any(path.name != WORKERS_DIR for path in run_dir.iterdir()):
             raise ConfigError(
                 f"--output_dir={run_dir} is not empty and holds no {CONFIG_FILE}, so it is not a run directory; "
                 f"choose a new or empty directory."

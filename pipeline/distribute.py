@@ -21,13 +21,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
+from pipeline.config import STRATEGIES, WORKERS_DIR
+
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 TF_CONFIG = "TF_CONFIG"
 # Strategies under which TF-MOT training (pruning wrappers, QAT fake-quant wrappers) has run here or is the same
 # code path: MultiWorkerMirroredStrategy uses MirroredStrategy's replica/merge_call machinery with collective ops.
@@ -144,6 +146,30 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in strategy.cluster_resolver.cluster_spec().as_dict()
     return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def worker_run_dir(run_dir: Path, strategy: tf.distribute.Strategy) -> Path:
+    """Where this process writes: the run directory on the chief, `run_dir/workers/<task>-<index>/` elsewhere
+    (a worker's own copies of models, ledger and logs, so only the chief writes the final artifacts)."""
+    if is_chief(strategy):
+        return Path(run_dir)
+    task_type, task_id = task(strategy)
+    return Path(run_dir) / WORKERS_DIR / f"{task_type}-{task_id}"
+
+
+def chief_path(path: Path, strategy: tf.distribute.Strategy) -> Path:
+    """The chief's counterpart of `path` inside this worker's `worker_run_dir` (`path` itself on the chief).
+
+    BackupAndRestore must read the chief's backup on every worker (Keras writes the other workers' backups to
+    temporary directories only), so a restarted cluster resumes all workers at the same epoch.
+    """
+    task_type, task_id = task(strategy)
+    parts = Path(path).parts
+    marker = (WORKERS_DIR, f"{task_type}-{task_id}")
+    for index in range(len(parts) - 1):
+        if parts[index:index + 2] == marker:
+            return Path(*parts[:index], *parts[index + 2:])
+    return Path(path)
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:

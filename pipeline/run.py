@@ -53,6 +53,9 @@ flags.DEFINE_string("io_dtype", "int8", "Input/output type of an int8 model: int
 flags.DEFINE_string("device", "host", "Where to benchmark: host (LiteRT here) | adb (a phone) | none.")
 flags.DEFINE_integer("num_threads", 1, "Benchmark threads.")
 flags.DEFINE_string("package_app", None, "Package the model into this Android app directory (e.g. android_demo).")
+flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default | mirrored (all local GPUs) | "
+                    "multi_worker (cluster from TF_CONFIG) | tpu (--tpu). --batch_size is per replica.")
+flags.DEFINE_string("tpu", None, "With --strategy=tpu: the TPU's name or grpc:// address, or 'local' on a TPU VM.")
 
 _CONFIG_FIELDS = [name for name in RunConfig.__dataclass_fields__]
 log = logging.getLogger("pipeline")
@@ -169,28 +172,35 @@ def main(argv: Sequence[str]) -> int:
     _setup_logging()
 
     import models
-    from pipeline import report, workflow
+    from pipeline import distribute, report, workflow
     from pipeline.data import DataError
     from pipeline.distill import TeacherError
+    from pipeline.distribute import DistributionError
 
     try:
         config.validate(models.available())
+        distribute.check_supported(config, config.strategy)  # before connecting to a TPU or a cluster
+        # First TensorFlow work: a multi-worker strategy must exist before any op runs.
+        strategy = distribute.create_strategy(config.strategy, config.tpu)
         config = config.resolved()
         _preflight(config)
         run_dir = resolve_run_dir(config)
         resuming = config_module.check_run_dir(run_dir, config)
         log.info("run directory %s (%s)", run_dir, "resuming" if resuming else "new")
         log.info("%s", config.describe_defaults())
-        data = workflow.prepare(config)
-    except (ConfigError, DataError, TeacherError) as error:
+        data = workflow.prepare(config, strategy)
+    except (ConfigError, DataError, TeacherError, DistributionError) as error:
         return _fail(str(error))
 
     try:
-        metrics = workflow.run(config, run_dir, data)
+        metrics = workflow.run(config, run_dir, data, strategy=strategy)
     except _stage_errors() as error:
         print(f"pipeline.run: error: {str(error).strip().splitlines()[0]} (finished stages are kept in {run_dir}; "
               f"rerun the same command to resume)", file=sys.stderr)
         return EXIT_STAGE_FAILED
+    if not metrics:  # a multi-worker cluster's non-chief worker: the chief writes and reports
+        print(f"worker {distribute.task(strategy)}: training done; the chief writes the run directory {run_dir}")
+        return 0
     print()
     print(report.summary_table(metrics))
     print(f"run directory: {run_dir.resolve()}")

@@ -22,6 +22,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import models
+from pipeline import distribute
 from pipeline.data import DataSplits
 
 log = logging.getLogger(__name__)
@@ -155,9 +156,11 @@ def fit(
     work_dir.mkdir(parents=True, exist_ok=True)
     data.restart_training_pipeline()
     history_path = work_dir / "history.csv"
+    # Under a multi-worker strategy every worker restores the chief's backup (pipeline.distribute).
+    backup_dir = distribute.chief_path(work_dir / "backup", tf.distribute.get_strategy())
     standard = [
         # BackupAndRestore first: on a resume it restores weights, optimizer and epoch before anything else runs.
-        keras.callbacks.BackupAndRestore(backup_dir=str(work_dir / "backup")),
+        keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
         keras.callbacks.ModelCheckpoint(str(work_dir / "checkpoints" / "last_epoch"), save_weights_only=True),
         keras.callbacks.TensorBoard(log_dir=str(work_dir / "logs"), write_graph=False, profile_batch=0),
         keras.callbacks.CSVLogger(str(history_path), append=True),

@@ -14,7 +14,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-from pipeline import report
+from pipeline import distribute, report
 from pipeline.config import RunConfig, write_config
 from pipeline.convert_verify import FLOAT_MODEL_FILE, LABELS_FILE, META_FILE, convert_and_verify, quantized_model_file
 from pipeline.data import DataSplits, load_data
@@ -48,12 +48,16 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def prepare(config: RunConfig) -> DataSplits:
+def prepare(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> DataSplits:
     """Load the data and check a given teacher against it: everything that can fail on bad input, before the
-    run directory is touched."""
+    run directory is touched. Batches are global (`--batch_size` x the strategy's replicas), explicitly sharded."""
+    distribute.check_supported(config, config.strategy)
     seed_everything(config.seed)
-    data = load_data(config.dataset, config.image_size, config.batch_size, config.val_split, config.seed,
+    batch_size = distribute.global_batch_size(config.batch_size, strategy or tf.distribute.get_strategy())
+    data = load_data(config.dataset, config.image_size, batch_size, config.val_split, config.seed,
                      flip=config.defaults.flip)
+    # Every source is decoded into memory (no files in the tf.data graph): shard by data.
+    data.train, data.val = distribute.shard(data.train), distribute.shard(data.val)
     log.info("stage %-14s done in %.1f s: %s", "data", data.load_seconds, data.describe())
     if config.teacher_checkpoint:
         check_teacher(load_teacher(Path(config.teacher_checkpoint)), data.input_shape, data.num_classes)
@@ -65,17 +69,25 @@ def is_finished(run_dir: Path) -> bool:
     return StageLedger(run_dir).finished("report")
 
 
-def run(config: RunConfig, run_dir: Path, data: DataSplits, verbose: int | None = None) -> dict[str, Any]:
-    """Run (or resume) every stage of `config` in `run_dir`; returns the metrics written to metrics.json."""
-    run_dir = Path(run_dir)
+def run(config: RunConfig, run_dir: Path, data: DataSplits, verbose: int | None = None,
+        strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage of `config` in `run_dir`; returns the metrics written to metrics.json.
+
+    Models are trained under `strategy`'s scope. A multi-worker cluster's non-chief workers train in their own
+    `run_dir/workers/...` and stop after the training stages (returning {}): only the chief writes artifacts.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    run_dir = distribute.worker_run_dir(Path(run_dir), strategy)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
-    return _Run(config, run_dir, data, verbose).all_stages()
+    return _Run(config, run_dir, data, verbose, strategy).all_stages()
 
 
 class _Run:
-    def __init__(self, config: RunConfig, run_dir: Path, data: DataSplits, verbose: int | None):
+    def __init__(self, config: RunConfig, run_dir: Path, data: DataSplits, verbose: int | None,
+                 strategy: tf.distribute.Strategy):
         self.config = config
+        self.strategy = strategy
         self.data_seconds = data.load_seconds
         self.run_dir = run_dir
         self.data = data
@@ -106,6 +118,15 @@ class _Run:
         self.outcomes[name] = outcome
         return outcome
 
+    def scoped(self, action):
+        """`action` run inside the strategy's scope: the models, optimizers and metrics it creates are
+        distributed."""
+        def run_in_scope():
+            with self.strategy.scope():
+                return action()
+
+        return run_in_scope
+
     # --- stages ----------------------------------------------------------------------------------------------
     def all_stages(self) -> dict[str, Any]:
         config = self.config
@@ -118,6 +139,9 @@ class _Run:
             current = self.prune_stage(current)
         if config.qat:
             current = self.qat_stage(current)
+        if not distribute.is_chief(self.strategy):
+            log.info("training done on this worker; the chief converts, benchmarks and reports")
+            return {}
         self.convert_stage(current)
         if config.device != "none":
             self.benchmark_stage()
@@ -142,7 +166,7 @@ class _Run:
 
         inputs = {**self.common_inputs, "model": config.teacher, "width": config.teacher_width_multiplier,
                   "weights": config.weights, "padding": config.stem_padding}
-        outcome = self.stage("teacher", inputs, [TEACHER_MODEL], action)
+        outcome = self.stage("teacher", inputs, [TEACHER_MODEL], self.scoped(action))
         log.info("teacher %s: held-out top-1 %.4f", config.teacher, outcome.summary["val_accuracy"])
         return self.path(TEACHER_MODEL)
 
@@ -169,7 +193,7 @@ class _Run:
         if teacher_path is not None:
             inputs["teacher"] = {"digest": file_digest(teacher_path), "temperature": config.distill_temperature,
                                  "alpha": config.distill_alpha}
-        outcome = self.stage("train", inputs, [TRAINED_MODEL], action)
+        outcome = self.stage("train", inputs, [TRAINED_MODEL], self.scoped(action))
         log.info("%s: held-out top-1 %.4f (Keras, float)", config.model, outcome.summary["val_accuracy"])
 
     def alone_stage(self) -> None:
@@ -185,7 +209,7 @@ class _Run:
 
         inputs = {**self.common_inputs, "model": config.model, "width": config.width_multiplier,
                   "weights": config.weights, "padding": config.stem_padding}
-        outcome = self.stage("student_alone", inputs, [ALONE_MODEL], action)
+        outcome = self.stage("student_alone", inputs, [ALONE_MODEL], self.scoped(action))
         log.info("%s trained alone: held-out top-1 %.4f", config.model, outcome.summary["val_accuracy"])
 
     def prune_stage(self, source: str) -> str:
@@ -211,7 +235,7 @@ class _Run:
         inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
                   "method": config.prune, "sparsity": config.prune_sparsity, "epochs": config.prune_epochs,
                   "learning_rate": config.learning_rate, "seed": config.seed}
-        outcome = self.stage("prune", inputs, [PRUNED_MODEL], action)
+        outcome = self.stage("prune", inputs, [PRUNED_MODEL], self.scoped(action))
         log.info("pruned (%s): overall sparsity %.3f, held-out top-1 %.4f", config.prune,
                  outcome.summary["overall_sparsity"], outcome.summary["val_accuracy"])
         return PRUNED_MODEL
@@ -231,7 +255,7 @@ class _Run:
 
         inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
                   "epochs": config.qat_epochs, "learning_rate": config.learning_rate, "seed": config.seed}
-        outcome = self.stage("qat", inputs, [QAT_MODEL], action)
+        outcome = self.stage("qat", inputs, [QAT_MODEL], self.scoped(action))
         log.info("quantization-aware fine-tuned: held-out top-1 %.4f (Keras, fake-quant)",
                  outcome.summary["val_accuracy"])
         return QAT_MODEL
