@@ -130,8 +130,12 @@ def _converter_for(model: keras.Model, input_shape: tuple[int, ...]) -> tf.lite.
         return model(images, training=False)
 
     concrete = serving.get_concrete_function()
-    # Passing the model as the trackable object keeps its variables alive and lets the converter freeze them.
-    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    # The converter saves the trackable object it is given before freezing. Given the Keras model, that save
+    # re-traces every layer (30-80 s for a 32 px network); a bare module holding only the variables keeps them
+    # alive for freezing at a fraction of the cost, with the same graph.
+    variables = tf.Module()
+    variables.weights = list(model.variables)
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], variables)
 
 
 def _representative_dataset(images, input_shape: tuple[int, ...], errors: list[ConversionError]):
