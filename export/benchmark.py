@@ -13,7 +13,9 @@ draws them (float in [-0.5, 0.5], int8 in [-127, 127], uint8 in [0, 254]) and se
 with `time.perf_counter_ns`. Several models are measured interleaved (DESIGN.md: timing noise on a shared
 machine): every model is loaded and warmed up first, then `repeats` rounds each run every model's `num_runs`
 block, in a rotated order, with one untimed run before each block to re-warm caches after the switch; a model's
-latency is the median of its per-round medians.
+latency is the median of its per-round medians. At one thread the CPU time of the invoking thread
+(`time.thread_time_ns`) is recorded too: on a shared machine it does not include the time the OS gave to other
+processes, so it stays comparable from run to run where wall-clock latency does not.
 
 Peak memory is measured in a fresh subprocess, never in the timing process: the kernel's high-water mark of
 resident memory (`VmHWM` in /proc/self/status, reset to the current RSS through /proc/self/clear_refs once the
@@ -49,6 +51,12 @@ HOST_OP_PROFILE_NOTE = (
 HOST_PEAK_MEMORY_METHOD = (
     "peak resident-memory growth in a fresh subprocess: VmHWM after loading the model and running 5 inferences, "
     "minus VmRSS just before loading it (high-water mark reset after the imports)"
+)
+
+
+HOST_CPU_TIME_NOTE = (
+    "cpu_time_ms: CPU time of the invoking thread per run (1 thread: XNNPACK computes there); unlike wall-clock "
+    "latency it does not grow while the OS runs other processes, so it compares models on a shared machine"
 )
 
 
@@ -101,6 +109,8 @@ class BenchmarkResult:
     p95_ms: float | None = None
     p99_ms: float | None = None
     repeat_medians_ms: list[float] = dataclasses.field(default_factory=list)
+    # Host, 1 thread: CPU time of the invoking thread per run (XNNPACK runs there), per round's median.
+    cpu_repeat_medians_ms: list[float] = dataclasses.field(default_factory=list)
     peak_memory_mb: float | None = None
     peak_memory_method: str = ""
     model_size_mb: float | None = None
@@ -117,10 +127,16 @@ class BenchmarkResult:
             return float(statistics.median(self.repeat_medians_ms))
         return self.median_ms if self.median_ms is not None else self.mean_ms
 
+    @property
+    def cpu_time_ms(self) -> float | None:
+        """Median over rounds of the median per-run CPU time (host, 1 thread only): blind to time lent to others."""
+        return float(statistics.median(self.cpu_repeat_medians_ms)) if self.cpu_repeat_medians_ms else None
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         data = dataclasses.asdict(self)
         data["latency_ms"] = self.latency_ms
+        data["cpu_time_ms"] = self.cpu_time_ms
         return data
 
 
@@ -192,17 +208,23 @@ class _HostModel:
         self.first_inference_ms = self._invoke_ms()
 
     def _invoke_ms(self) -> float:
-        start = time.perf_counter_ns()
-        self.interpreter.invoke()
-        return (time.perf_counter_ns() - start) / 1e6
+        return self._timed_invoke()[0]
 
-    def run(self, num_runs: int, min_secs: float = 0.0) -> list[float]:
-        """Per-run latencies (ms) of at least `num_runs` runs lasting at least `min_secs` together."""
-        latencies = []
+    def _timed_invoke(self) -> tuple[float, float]:
+        cpu_start, start = time.thread_time_ns(), time.perf_counter_ns()
+        self.interpreter.invoke()
+        wall, cpu = time.perf_counter_ns() - start, time.thread_time_ns() - cpu_start
+        return wall / 1e6, cpu / 1e6
+
+    def run(self, num_runs: int, min_secs: float = 0.0) -> tuple[list[float], list[float]]:
+        """Wall-clock and thread-CPU times (ms) of at least `num_runs` runs lasting at least `min_secs` together."""
+        walls, cpus = [], []
         deadline = time.perf_counter() + min_secs
-        while len(latencies) < num_runs or time.perf_counter() < deadline:
-            latencies.append(self._invoke_ms())
-        return latencies
+        while len(walls) < num_runs or time.perf_counter() < deadline:
+            wall, cpu = self._timed_invoke()
+            walls.append(wall)
+            cpus.append(cpu)
+        return walls, cpus
 
 
 def benchmark_host(
@@ -229,18 +251,21 @@ def benchmark_host_interleaved(
         model.run(settings.warmup_runs)
     latencies: list[list[float]] = [[] for _ in models]
     repeat_medians: list[list[float]] = [[] for _ in models]
+    cpu_repeat_medians: list[list[float]] = [[] for _ in models]
     for round_index in range(repeats):
         order = list(range(len(models)))
         shift = round_index % max(len(models), 1)
         for index in order[shift:] + order[:shift]:
             models[index].run(1)  # untimed: re-warm caches after the previous model
-            block = models[index].run(settings.num_runs, settings.min_secs)
+            block, cpu_block = models[index].run(settings.num_runs, settings.min_secs)
             latencies[index].extend(block)
             repeat_medians[index].append(float(statistics.median(block)))
+            cpu_repeat_medians[index].append(float(statistics.median(cpu_block)))
 
     facts = host_facts()
     results = []
-    for model, model_latencies, medians in zip(models, latencies, repeat_medians):
+    single_thread = settings.num_threads == 1
+    for model, model_latencies, medians, cpu_medians in zip(models, latencies, repeat_medians, cpu_repeat_medians):
         peak = measure_peak_memory_mb(model.path, settings) if measure_peak_memory else None
         results.append(
             BenchmarkResult(
@@ -252,6 +277,7 @@ def benchmark_host_interleaved(
                 init_ms=model.init_ms,
                 first_inference_ms=model.first_inference_ms,
                 repeat_medians_ms=medians,
+                cpu_repeat_medians_ms=cpu_medians if single_thread else [],
                 peak_memory_mb=peak,
                 peak_memory_method=HOST_PEAK_MEMORY_METHOD if measure_peak_memory else "not measured",
                 model_size_mb=os.path.getsize(model.path) / 1e6,
@@ -259,7 +285,8 @@ def benchmark_host_interleaved(
                 runtime_decomposition=None,
                 op_profile_note=HOST_OP_PROFILE_NOTE,
                 notes=[f"{repeats} interleaved round(s) of >= {settings.num_runs} runs; latency_ms = median of "
-                       "the rounds' medians"],
+                       "the rounds' medians", HOST_CPU_TIME_NOTE if single_thread else
+                       "cpu_time_ms: only measured at 1 thread (worker threads' time is not the caller's)"],
                 **latency_statistics(model_latencies),
             )
         )

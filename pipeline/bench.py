@@ -237,6 +237,7 @@ def run_zoo_benchmark(config: BenchConfig, converter: Callable | None = None) ->
         row = rows[row_index]
         row.setdefault("results", {})[precision] = result.to_dict()
         row.setdefault("latency_ms", {})[precision] = result.latency_ms
+        row.setdefault("cpu_time_ms", {})[precision] = result.cpu_time_ms
         row.setdefault("xnnpack", {})[precision] = (
             xnnpack_report(path, config.settings.num_threads) if config.settings.use_xnnpack else None
         )
@@ -268,6 +269,11 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _latency(row: dict[str, Any], precision: str) -> str:
+    cpu = row.get("cpu_time_ms", {}).get(precision)
+    return _fmt(row["latency_ms"][precision]) + (f" ({_fmt(cpu)})" if cpu is not None else "")
+
+
 def _partitions(report: dict[str, Any] | None) -> str:
     if not report:
         return "—"
@@ -290,7 +296,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"rounds' medians. Created {report['created']}, {report['total_seconds']} s in all "
         f"({report['build_seconds']} s building and converting).",
         "",
-        "| model | source | params | MACs (M) | MAC (M elem.) | size f32 / int8 (MB) | float32 (ms) | int8 (ms) "
+        "| model | source | params | MACs (M) | MAC (M elem.) | size f32 / int8 (MB) | float32 ms (CPU) | int8 ms (CPU) "
         "| int8 speedup | GMAC/s f32 / int8 | XNNPACK partitions f32 / int8 (undelegated ops) | peak mem f32 / int8 (MB) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
@@ -302,7 +308,7 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {row['name']} | {row['source']} | {row['params']:,} | {_fmt(macs / 1e6 if macs else None, 1)} "
             f"| {_fmt(mac / 1e6 if mac else None, 2)} "
             f"| {_fmt(row['size_mb']['float32'])} / {_fmt(row['size_mb']['int8'])} "
-            f"| {_fmt(row['latency_ms']['float32'])} | {_fmt(row['latency_ms']['int8'])} | {_fmt(row['int8_speedup'])}× "
+            f"| {_latency(row, 'float32')} | {_latency(row, 'int8')} | {_fmt(row['int8_speedup'])}× "
             f"| {_fmt(row['gmacs_per_s']['float32'], 1)} / {_fmt(row['gmacs_per_s']['int8'], 1)} "
             f"| {_partitions(row['xnnpack']['float32'])} / {_partitions(row['xnnpack']['int8'])} "
             f"| {_fmt(results['float32']['peak_memory_mb'], 1)} / {_fmt(results['int8']['peak_memory_mb'], 1)} |"
@@ -324,6 +330,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "How to read it:",
         "- MACs: multiply-adds of convolutions and dense layers (the papers' FLOPs); MAC: ShuffleNetV2's memory "
         "access cost in elements (feature maps in + out + weights per layer), both from `models.complexity`.",
+        "- ms: wall-clock latency; (CPU): the inference thread's CPU time at 1 thread, which leaves out the time "
+        "the OS gave other processes: on a shared machine it is the steadier number for comparing models.",
         "- GMAC/s = MACs / latency: how well a network's arithmetic uses the CPU. Low values flag networks bound "
         "by memory traffic, element-wise ops or fragmentation (ShuffleNetV2's guidelines G1–G4).",
         "- int8 is calibrated on random images: the speed is real, the accuracy is not measured here.",

@@ -57,6 +57,7 @@ def test_host_benchmark_numbers_are_positive_and_ordered(tiny_model):
                   result.p90_ms, result.p99_ms, result.max_ms, result.latency_ms):
         assert value > 0
     assert result.std_ms >= 0
+    assert 0 < result.cpu_time_ms and len(result.cpu_repeat_medians_ms) == 1
     assert result.min_ms <= result.median_ms <= result.p90_ms <= result.p95_ms <= result.p99_ms <= result.max_ms
     assert result.peak_memory_mb >= 0 and "VmHWM" in result.peak_memory_method
     assert result.op_profile is None and result.runtime_decomposition is None

@@ -64,6 +64,7 @@ def test_report_files_exist_with_sane_numbers(tiny_report):
         for precision in bench.PRECISIONS:
             result = row["results"][precision]
             assert result["latency_ms"] > 0 and len(result["repeat_medians_ms"]) == 2
+            assert 0 < row["cpu_time_ms"][precision] == result["cpu_time_ms"]
             assert result["num_runs"] == 10
             assert result["min_ms"] <= result["median_ms"] <= result["p90_ms"] <= result["p99_ms"]
             assert result["peak_memory_mb"] > 0
