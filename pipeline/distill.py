@@ -134,11 +134,15 @@ def check_teacher(teacher: keras.Model, input_shape: tuple[int, ...], num_classe
         )
 
 
+def teacher_model_path(path: Path) -> Path:
+    """The teacher's `.keras` file: `path` itself, or `path/model.keras` for a run directory."""
+    path = Path(path)
+    return path / "model.keras" if path.is_dir() else path
+
+
 def load_teacher(path: Path) -> keras.Model:
     """A trained teacher from a `.keras` file or a run directory holding `model.keras`."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.keras"
+    path = teacher_model_path(path)
     if not path.is_file():
         raise TeacherError(f"no teacher model at {path}; give a .keras file or a run directory with model.keras.")
     try:

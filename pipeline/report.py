@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from export.files import write_json_atomic, write_text_atomic
+from models.complexity import analyze
 from pipeline.config import RunConfig
 from pipeline.data import DataSplits
 
@@ -31,10 +32,6 @@ TRAINED_STAGES = ("teacher", "train", "student_alone")
 
 def complexity(model) -> dict[str, Any]:
     """Parameters (with BatchNorm moving statistics, as Keras counts them), MACs and memory access cost."""
-    try:
-        from models.complexity import analyze
-    except ImportError:  # the analytic counter is optional for the pipeline; parameters are always known
-        return {"params": int(model.count_params()), "macs": None, "memory_access_cost": None}
     result = analyze(model)
     return {"params": int(result.params), "macs": int(result.macs),
             "memory_access_cost": int(result.memory_access_cost)}

@@ -18,7 +18,7 @@ from pipeline import distribute, report
 from pipeline.config import RunConfig, write_config
 from pipeline.convert_verify import FLOAT_MODEL_FILE, LABELS_FILE, META_FILE, convert_and_verify, quantized_model_file
 from pipeline.data import DataSplits, load_data
-from pipeline.distill import check_teacher, distill, load_teacher
+from pipeline.distill import check_teacher, distill, load_teacher, teacher_model_path
 from pipeline.stages import StageLedger, StageOutcome, file_digest
 from pipeline.train import (
     TrainResult,
@@ -152,8 +152,7 @@ class _Run:
     def teacher_stage(self) -> Path | None:
         config = self.config
         if config.teacher_checkpoint:
-            path = Path(config.teacher_checkpoint)
-            return path / "model.keras" if path.is_dir() else path
+            return teacher_model_path(Path(config.teacher_checkpoint))
         if not config.teacher:
             return None
 
