@@ -15,12 +15,6 @@ import models
 from models import complexity
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "shufflenet_v2", f"Network name, one of: {', '.join(models.available())}.")
-flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (the networks' allowed values differ; see README).")
-flags.DEFINE_integer("image_size", 224, "Square input size in pixels (at least 32).")
-flags.DEFINE_integer("num_classes", 1000, "Number of output classes.")
-flags.DEFINE_integer("groups", None, "ShuffleNetV1 group count (1, 2, 3, 4 or 8); only for shufflenet_v1.")
-flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 
 # Flags that are build options of only some networks: passing them to another network is a user error.
 _NETWORK_OPTION_FLAGS = {"groups": ("shufflenet_v1",)}
@@ -120,5 +114,16 @@ def main(argv: Sequence[str]) -> None:
     print(json.dumps(summary) if FLAGS.json else format_table(summary))
 
 
+def _define_flags() -> None:
+    # Defined only when run as a program: absl flags are process-global, and pipeline.run defines --model too.
+    flags.DEFINE_string("model", "shufflenet_v2", f"Network name, one of: {', '.join(models.available())}.")
+    flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (the networks' allowed values differ; see README).")
+    flags.DEFINE_integer("image_size", 224, "Square input size in pixels (at least 32).")
+    flags.DEFINE_integer("num_classes", 1000, "Number of output classes.")
+    flags.DEFINE_integer("groups", None, "ShuffleNetV1 group count (1, 2, 3, 4 or 8); only for shufflenet_v1.")
+    flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
+
+
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
