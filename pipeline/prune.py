@@ -1,10 +1,10 @@
 """The prune stage: TF-MOT magnitude pruning of a trained model, fine-tuned, stripped, and measured.
 
 Three methods (DESIGN.md, "Pruning"):
-- `"2:4"`: `sparsity_m_by_n=(2, 4)`, two zeros in every four consecutive weights along the input channels (the
-  layout TFLite and sparse tensor cores read). It shrinks the compressed file, not CPU latency. Only
-  convolutions and dense layers whose input depth (per group) is a multiple of 4 can hold the pattern in every
-  block, so the 3-channel stem is left dense.
+- `"2:4"`: `sparsity_m_by_n=(2, 4)`, two zeros in every four consecutive weights along the input channels
+  (the innermost dimension of TFLite's [out, h, w, in] weights). It shrinks the stored float32 file, not CPU
+  latency. Only convolutions and dense layers whose input depth (per group) is a multiple of 4 can hold the
+  pattern in every block, so the 3-channel stem is left dense.
 - `"xnnpack"`: TF-MOT's `PruneForLatencyOnXNNPack` policy, which prunes the 1x1 convolutions between a
   symmetric-padded 3x3 stride-2 stem and a keepdims global pool, the graph XNNPACK's sparse fp32 kernels run
   (they engage at >= 2/3 zeros). Only networks built from 1x1/depthwise convolutions, BatchNorm, ReLU and Add
@@ -26,7 +26,7 @@ import numpy as np
 import tf_keras as keras
 
 from pipeline.data import DataSplits
-from pipeline.train import TrainSettings, accuracy_metric, fit, make_optimizer, SparseCategoricalCrossentropyWithSmoothing
+from pipeline.train import SparseCategoricalCrossentropyWithSmoothing, TrainSettings, accuracy_metric, fit, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,13 @@ def prune_and_finetune(
     epochs: int,
     learning_rate: float,
     run_dir: Path,
+    seed: int = 0,
 ) -> PruneResult:
-    """Prune `model` with `method` (`2:4`, `xnnpack`, `magnitude`) to `sparsity` while fine-tuning on `data`."""
+    """Prune `model` with `method` (`2:4`, `xnnpack`, `magnitude`) to `sparsity` while fine-tuning on `data`.
+
+    `seed` seeds the fine-tune (as `pipeline.train.train` does), so the stage's numbers do not depend on what ran
+    before it in the process.
+    """
     import tensorflow_model_optimization as tfmot
     # The wrapper class is not in TF-MOT's public API; its module path is stable in the pinned 0.8.1.
     from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
@@ -92,7 +97,8 @@ def prune_and_finetune(
     log.info("pruning %d layers with %s to sparsity %g over %d steps", len(wrapped_names), method,
              0.5 if method == "2:4" else sparsity, total_steps)
 
-    settings = TrainSettings(epochs=epochs, learning_rate=learning_rate)
+    settings = TrainSettings(epochs=epochs, learning_rate=learning_rate, seed=seed)
+    keras.utils.set_random_seed(seed)
     pruned.compile(
         optimizer=make_optimizer(settings, total_steps),
         loss=SparseCategoricalCrossentropyWithSmoothing(),

@@ -38,11 +38,12 @@ def quantization_aware_finetune(
     learning_rate: float,
     run_dir: Path,
     preserve_sparsity: bool | None = None,
+    seed: int = 0,
 ) -> keras.Model:
     """Wrap `model` for int8 quantization-aware training and fine-tune it on `data`; returns the QAT model.
 
     `preserve_sparsity=None` preserves the zero weights of a pruned model (detected by its share of zero
-    weights) and trains a dense one with plain QAT.
+    weights) and trains a dense one with plain QAT. `seed` seeds the fine-tune, as `pipeline.train.train` does.
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise QuantizationAwareTrainingError(f"QAT needs at least one fine-tuning epoch, got epochs={epochs!r}.")
@@ -54,7 +55,8 @@ def quantization_aware_finetune(
     log.info("quantization-aware training%s (%.1f%% of conv/dense weights are zero)",
              " preserving sparsity (PQAT)" if preserve_sparsity else "", 100 * zero_fraction)
     quantized = quantize_for_training(model, preserve_sparsity)
-    settings = TrainSettings(epochs=epochs, learning_rate=learning_rate)
+    settings = TrainSettings(epochs=epochs, learning_rate=learning_rate, seed=seed)
+    keras.utils.set_random_seed(seed)
     quantized.compile(
         optimizer=make_optimizer(settings, epochs * data.steps_per_epoch),
         loss=SparseCategoricalCrossentropyWithSmoothing(),

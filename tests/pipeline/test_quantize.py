@@ -5,29 +5,45 @@ import pytest
 from tiny_networks import tiny_network
 
 
-def test_qat_model_converts_to_an_integer_only_int8_graph_and_reloads(tiny_data, tmp_path):
+def sparsified(model, fraction: float = 0.75, seed: int = 0):
+    """`model` with `fraction` of every Conv2D kernel zeroed: what magnitude pruning leaves, without its fine-tune."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if type(layer).__name__ == "Conv2D":
+            kernel = layer.kernel.numpy()
+            kernel[rng.random(kernel.shape) < fraction] = 0.0
+            layer.kernel.assign(kernel)
+    return model
+
+
+def test_pruned_model_keeps_its_zeros_through_qat_and_converts_to_an_integer_only_int8_graph(tiny_data, tmp_path):
     from export.convert import is_quantization_aware
     from pipeline.convert_verify import convert_and_verify
     from pipeline.quantize import (
         load_quantization_aware_model,
         quantization_aware_finetune,
         save_quantization_aware_model,
+        weight_zero_fraction,
     )
 
-    model = quantization_aware_finetune(tiny_network(tiny_data), tiny_data, epochs=1, learning_rate=1e-4,
-                                        run_dir=tmp_path)
-    assert is_quantization_aware(model)
-    save_quantization_aware_model(model, tmp_path / "model_qat.h5")
+    model = sparsified(tiny_network(tiny_data))
+    zeros_before = weight_zero_fraction(model)
+    assert zeros_before > 0.7
+    quantized = quantization_aware_finetune(model, tiny_data, epochs=1, learning_rate=1e-3, run_dir=tmp_path)
+    assert is_quantization_aware(quantized)
+    assert weight_zero_fraction(quantized) == pytest.approx(zeros_before)  # PQAT, chosen because the model is sparse
+
+    save_quantization_aware_model(quantized, tmp_path / "model_qat.h5")
     reloaded = load_quantization_aware_model(tmp_path / "model_qat.h5")
     images, _ = tiny_data.val_arrays()
-    np.testing.assert_array_equal(reloaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    np.testing.assert_array_equal(reloaded(images, training=False), quantized(images, training=False))
 
-    result = convert_and_verify(reloaded, tiny_data, tmp_path, quantization="int8", io_dtype="int8", sparse=False,
+    result = convert_and_verify(reloaded, tiny_data, tmp_path, quantization="int8", io_dtype="int8", sparse=True,
                                 model_name="mobilenet_v1").to_dict()
     assert result["integer_only_problems"] == []
-    assert result["checks"] == {"meta_matches_tflite": True, "integer_only": True}
-    assert set(result["op_histogram"]["quantized"]) <= {"CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "QUANTIZE",
-                                                        "MEAN", "FULLY_CONNECTED", "ADD"}
+    assert result["checks"] == {"meta_matches_tflite": True, "integer_only": True, "sparse_weights_stored": True}
+    assert set(result["op_histogram"]["quantized"]) <= {"CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "MEAN",
+                                                        "FULLY_CONNECTED", "ADD"}
     assert result["keras_model"] == "quantization_aware"  # its "Keras float" accuracy is the QAT model's own
     assert (tmp_path / "model_float32.tflite").is_file()  # from the same weights without fake-quant wrappers
 
@@ -40,24 +56,7 @@ def test_float_model_inside_a_qat_model_has_the_original_weights(tiny_data):
     images, _ = tiny_data.val_arrays()
     assert [layer.name for layer in unwrapped.layers if layer.weights] == [
         layer.name for layer in model.layers if layer.weights]
-    np.testing.assert_allclose(unwrapped.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
-
-
-def test_pruned_model_keeps_its_zeros_through_qat(tiny_data, tmp_path):
-    from pipeline.quantize import quantization_aware_finetune, weight_zero_fraction
-
-    model = tiny_network(tiny_data)
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if type(layer).__name__ == "Conv2D":  # what 75% magnitude pruning leaves, without its fine-tuning
-            kernel = layer.kernel.numpy()
-            kernel[rng.random(kernel.shape) < 0.75] = 0.0
-            layer.kernel.assign(kernel)
-    before = weight_zero_fraction(model)
-    assert before > 0.7
-
-    quantized = quantization_aware_finetune(model, tiny_data, epochs=1, learning_rate=1e-3, run_dir=tmp_path)
-    assert weight_zero_fraction(quantized) == pytest.approx(before)  # PQAT, chosen because the model is sparse
+    np.testing.assert_allclose(unwrapped(images, training=False), model(images, training=False), atol=1e-5)
 
 
 @pytest.mark.parametrize("arguments, message", [({"epochs": 0}, "at least one"), ({"learning_rate": -1.0}, "positive")])
