@@ -37,30 +37,6 @@ REFERENCE_MODELS = ("keras_mobilenet", "keras_mobilenet_v2", "keras_mobilenet_v3
 EXIT_BAD_INPUT = 2
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("models", "all", "Comma-separated networks of models.available(), or 'all'.")
-flags.DEFINE_bool("reference", True, "Also measure keras.applications' MobileNet V1/V2/V3 as the reference.")
-flags.DEFINE_integer("image_size", 224, "Square input size in pixels.")
-flags.DEFINE_integer("num_classes", 1000, "Classifier outputs.")
-flags.DEFINE_string("output_dir", "bench_out", "Where bench.json, bench.md, the PNG and the .tflite files go.")
-flags.DEFINE_string("json", None, "Also write the JSON report to this path.")
-flags.DEFINE_integer("num_threads", 1, "CPU threads for inference.")
-flags.DEFINE_integer("num_runs", 50, "Timed runs per model per round.")
-flags.DEFINE_integer("warmup_runs", 5, "Untimed runs per model before the first round.")
-flags.DEFINE_float("min_secs", 0.0, "Minimum seconds per model per round (more runs than --num_runs if needed).")
-flags.DEFINE_integer("repeats", 5, "Interleaved rounds; latency = median of the rounds' medians.")
-flags.DEFINE_bool("use_xnnpack", True, "XNNPACK on (LiteRT's default) or off (built-in kernels only).")
-flags.DEFINE_integer("calibration_images", 8, "Random images to calibrate int8 with (speed only).")
-flags.DEFINE_bool("reuse_tflite", False, "Reuse .tflite files already in --output_dir/tflite (timing-only rerun).")
-flags.DEFINE_bool("measure_memory", True, "Measure peak memory per model (a subprocess each on the host).")
-flags.DEFINE_enum("device", "host", ["host", "adb"], "host: LiteRT here; adb: benchmark_model on a phone.")
-flags.DEFINE_string("serial", None, "adb: device serial when several are attached.")
-flags.DEFINE_string("benchmark_binary", None, "adb: benchmark_model binary (default: $BENCHMARK_MODEL_BINARY).")
-flags.DEFINE_enum("android_runner", "binary", ["binary", "apk"], "adb: push the binary, or use the benchmark APK.")
-flags.DEFINE_string("benchmark_apk", None, "adb with --android_runner=apk: the APK (default: $BENCHMARK_MODEL_APK).")
-flags.DEFINE_enum("delegate", "cpu", ["cpu", "gpu", "nnapi"], "adb: delegate to ask benchmark_model for.")
-flags.DEFINE_string("cpu_mask", None, "adb: hex taskset mask, e.g. f0 for the big cores of a 4+4 SoC.")
-flags.DEFINE_bool("require_full_delegation", False, "adb: fail unless the delegate takes the whole graph.")
-flags.DEFINE_bool("enable_op_profiling", True, "adb: op profile run -> runtime decomposition.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -440,5 +416,35 @@ def main(argv: Sequence[str]) -> None:
     print("Wrote " + ", ".join(str(path) for path in paths.values()))
 
 
+def _define_flags() -> None:
+    # Defined only when run as a program: absl flags are process-global, and pipeline.run defines some of the
+    # same names (--image_size, --device, ...), which would collide wherever both modules are imported.
+    flags.DEFINE_string("models", "all", "Comma-separated networks of models.available(), or 'all'.")
+    flags.DEFINE_bool("reference", True, "Also measure keras.applications' MobileNet V1/V2/V3 as the reference.")
+    flags.DEFINE_integer("image_size", 224, "Square input size in pixels.")
+    flags.DEFINE_integer("num_classes", 1000, "Classifier outputs.")
+    flags.DEFINE_string("output_dir", "bench_out", "Where bench.json, bench.md, the PNG and the .tflite files go.")
+    flags.DEFINE_string("json", None, "Also write the JSON report to this path.")
+    flags.DEFINE_integer("num_threads", 1, "CPU threads for inference.")
+    flags.DEFINE_integer("num_runs", 50, "Timed runs per model per round.")
+    flags.DEFINE_integer("warmup_runs", 5, "Untimed runs per model before the first round.")
+    flags.DEFINE_float("min_secs", 0.0, "Minimum seconds per model per round (more runs than --num_runs if needed).")
+    flags.DEFINE_integer("repeats", 5, "Interleaved rounds; latency = median of the rounds' medians.")
+    flags.DEFINE_bool("use_xnnpack", True, "XNNPACK on (LiteRT's default) or off (built-in kernels only).")
+    flags.DEFINE_integer("calibration_images", 8, "Random images to calibrate int8 with (speed only).")
+    flags.DEFINE_bool("reuse_tflite", False, "Reuse .tflite files already in --output_dir/tflite (timing-only rerun).")
+    flags.DEFINE_bool("measure_memory", True, "Measure peak memory per model (a subprocess each on the host).")
+    flags.DEFINE_enum("device", "host", ["host", "adb"], "host: LiteRT here; adb: benchmark_model on a phone.")
+    flags.DEFINE_string("serial", None, "adb: device serial when several are attached.")
+    flags.DEFINE_string("benchmark_binary", None, "adb: benchmark_model binary (default: $BENCHMARK_MODEL_BINARY).")
+    flags.DEFINE_enum("android_runner", "binary", ["binary", "apk"], "adb: push the binary, or use the benchmark APK.")
+    flags.DEFINE_string("benchmark_apk", None, "adb with --android_runner=apk: the APK (default: $BENCHMARK_MODEL_APK).")
+    flags.DEFINE_enum("delegate", "cpu", ["cpu", "gpu", "nnapi"], "adb: delegate to ask benchmark_model for.")
+    flags.DEFINE_string("cpu_mask", None, "adb: hex taskset mask, e.g. f0 for the big cores of a 4+4 SoC.")
+    flags.DEFINE_bool("require_full_delegation", False, "adb: fail unless the delegate takes the whole graph.")
+    flags.DEFINE_bool("enable_op_profiling", True, "adb: op profile run -> runtime decomposition.")
+
+
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
