@@ -20,7 +20,9 @@ from export.files import write_json_atomic
 DIGITS = "digits"
 TFDS_PREFIX = "tfds:"
 OPTIMIZERS = ("adam", "sgd")
-PRUNE_METHODS = ("none", "2:4", "xnnpack", "magnitude")
+PRUNE_METHODS = ("none", "2:4", "xnnpack", "magnitude", "channels")
+# TF-MOT methods zero weights (stored sparse); "channels" removes them, so its model is dense and smaller.
+SPARSE_PRUNE_METHODS = ("2:4", "xnnpack", "magnitude")
 QUANTIZATIONS = ("int8", "float16", "dynamic", "none")
 IO_DTYPES = ("int8", "uint8")  # export.convert.IO_DTYPES (not imported: it loads TensorFlow)
 DEVICES = ("host", "adb", "none")
@@ -94,6 +96,9 @@ class RunConfig:
     prune: str = "none"
     prune_sparsity: float = 0.5
     prune_epochs: int | None = None
+    prune_ratio: float | None = None  # --prune=channels: fraction of prunable channels removed
+    target_macs: int | None = None  # --prune=channels: or prune until the model has at most this many MACs
+    prune_iterations: int = 1  # --prune=channels: sparsity-train, prune, fine-tune this many times
     qat: bool = False
     qat_epochs: int | None = None
     quantize: str = "int8"
@@ -225,6 +230,17 @@ def _validate(config: RunConfig, available_models: list[str] | None) -> None:
              f"--prune={config.prune} is not supported; choose one of: {', '.join(PRUNE_METHODS)}.")
     _require(0 < config.prune_sparsity < 1,
              f"--prune_sparsity={config.prune_sparsity} must be strictly between 0 and 1, e.g. 0.5.")
+    if config.prune == "channels":
+        _require((config.prune_ratio is None) != (config.target_macs is None),
+                 "--prune=channels needs exactly one of --prune_ratio (e.g. 0.3) or --target_macs (e.g. 200000000).")
+        _require(config.prune_ratio is None or 0 < config.prune_ratio < 1,
+                 f"--prune_ratio={config.prune_ratio} must be strictly between 0 and 1, e.g. 0.3.")
+        _require(config.target_macs is None or config.target_macs > 0,
+                 f"--target_macs={config.target_macs} must be a positive number of multiply-adds.")
+        _require(config.prune_iterations >= 1, f"--prune_iterations={config.prune_iterations} must be >= 1.")
+    else:
+        _require(config.prune_ratio is None and config.target_macs is None,
+                 "--prune_ratio and --target_macs apply only to --prune=channels.")
     _require(config.quantize in QUANTIZATIONS,
              f"--quantize={config.quantize} is not supported; choose one of: {', '.join(QUANTIZATIONS)}.")
     _require(config.io_dtype in IO_DTYPES,

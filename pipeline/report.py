@@ -119,7 +119,19 @@ def build_metrics(
                          if key not in ("accuracy", "size_bytes", "agreement_quantized_vs_float")},
         "run_dir": str(run_dir),
         "config_fingerprint": config.fingerprint(),
+        # Channel pruning changes the network itself: params and MACs describe the final model, and the
+        # numbers before pruning are kept beside them.
+        **_channel_pruning_complexity(prune, trained),
     }
+
+
+def _channel_pruning_complexity(prune: dict[str, Any] | None, trained: dict[str, Any]) -> dict[str, Any]:
+    if not prune or "macs_before_pruning" not in prune:
+        return {}
+    return {"params": prune["params"], "macs": prune["macs"], "memory_access_cost": prune["memory_access_cost"],
+            "params_before_pruning": prune["params_before_pruning"],
+            "macs_before_pruning": prune["macs_before_pruning"],
+            "memory_access_cost_before_pruning": trained.get("memory_access_cost")}
 
 
 def write_report(run_dir: Path, metrics: dict[str, Any], histories: dict[str, dict[str, list]]) -> None:

@@ -43,7 +43,11 @@ flags.DEFINE_string("teacher_checkpoint", None, "Distill from this trained teach
 flags.DEFINE_float("distill_temperature", 4.0, "Distillation temperature T > 0.")
 flags.DEFINE_float("distill_alpha", 0.5, "Weight of the hard-label loss; 1 - alpha weighs the soft targets.")
 flags.DEFINE_boolean("distill_compare", False, "Also train the student alone for the same epochs; report both.")
-flags.DEFINE_string("prune", "none", "none | 2:4 | xnnpack | magnitude (TF-MOT).")
+flags.DEFINE_string("prune", "none", "none | 2:4 | xnnpack | magnitude (TF-MOT, zeros weights) | channels (Network "
+                    "Slimming: removes channels, so the model gets faster).")
+flags.DEFINE_float("prune_ratio", None, "--prune=channels: fraction of prunable channels to remove, in (0, 1).")
+flags.DEFINE_integer("target_macs", None, "--prune=channels: prune until the model has at most this many MACs.")
+flags.DEFINE_integer("prune_iterations", 1, "--prune=channels: rounds of sparsity training, pruning, fine-tuning.")
 flags.DEFINE_float("prune_sparsity", 0.5, "Target sparsity in (0, 1) for xnnpack and magnitude pruning.")
 flags.DEFINE_integer("prune_epochs", None, "Fine-tuning epochs while pruning (default: epochs / 4).")
 flags.DEFINE_boolean("qat", False, "Quantization-aware fine-tuning (TF-MOT) before int8 conversion.")

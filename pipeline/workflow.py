@@ -15,7 +15,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from pipeline import distribute, report
-from pipeline.config import RunConfig, write_config
+from pipeline.config import SPARSE_PRUNE_METHODS, RunConfig, write_config
 from pipeline.convert_verify import FLOAT_MODEL_FILE, LABELS_FILE, META_FILE, convert_and_verify, quantized_model_file
 from pipeline.data import DataSplits, load_data
 from pipeline.distill import check_teacher, distill, load_teacher, teacher_model_path
@@ -217,6 +217,8 @@ class _Run:
         config = self.config
 
         def action():
+            if config.prune == "channels":
+                return channel_action()
             result = prune_and_finetune(
                 load_model(self.path(source)), self.data, method=config.prune, sparsity=config.prune_sparsity,
                 epochs=config.prune_epochs, learning_rate=config.learning_rate * FINE_TUNE_LEARNING_RATE_FACTOR,
@@ -231,7 +233,23 @@ class _Run:
                 "val_accuracy": evaluate_accuracy(result.model, self.data),
             }
 
+        def channel_action():
+            from pipeline.channel_prune import channel_prune_and_finetune
+
+            result = channel_prune_and_finetune(
+                load_model(self.path(source)), self.data, self.run_dir, prune_ratio=config.prune_ratio,
+                target_macs=config.target_macs, iterations=config.prune_iterations,
+                sparsity_epochs=config.prune_epochs, finetune_epochs=config.prune_epochs,
+                learning_rate=config.learning_rate * FINE_TUNE_LEARNING_RATE_FACTOR,
+            )
+            save_model(result.model, self.path(PRUNED_MODEL))
+            return {"method": config.prune, "overall_sparsity": 0.0, "per_layer_sparsity": {},
+                    "val_accuracy": evaluate_accuracy(result.model, self.data), **result.metrics(),
+                    **report.complexity(result.model)}
+
         inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
+                  "prune_ratio": config.prune_ratio, "target_macs": config.target_macs,
+                  "prune_iterations": config.prune_iterations,
                   "method": config.prune, "sparsity": config.prune_sparsity, "epochs": config.prune_epochs,
                   "learning_rate": config.learning_rate, "seed": config.seed}
         outcome = self.stage("prune", inputs, [PRUNED_MODEL], self.scoped(action))
@@ -274,12 +292,13 @@ class _Run:
                 model = load_model(self.path(source))
             result = convert_and_verify(
                 model, self.data, self.run_dir, quantization=config.quantize, io_dtype=config.io_dtype,
-                sparse=config.prune != "none", model_name=config.model,
+                sparse=config.prune in SPARSE_PRUNE_METHODS, model_name=config.model,
             )
             return result.to_dict()
 
         inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
-                  "quantize": config.quantize, "io_dtype": config.io_dtype, "sparse": config.prune != "none"}
+                  "quantize": config.quantize, "io_dtype": config.io_dtype,
+                  "sparse": config.prune in SPARSE_PRUNE_METHODS}
         return self.stage("convert_verify", inputs, outputs, action)
 
     def benchmark_stage(self) -> None:
