@@ -13,7 +13,9 @@ Three methods (DESIGN.md, "Pruning"):
 Depthwise kernels are never pruned (TF-MOT has no prunable weights for them; they hold few parameters anyway).
 
 The sparsity ramps up over the first two thirds of fine-tuning and stays at the target for the last third, so
-the network recovers at its final sparsity. The input model is not modified.
+the network recovers at its final sparsity. The input model is not modified. Recovery needs a real learning
+rate: MobileNetV2 1.0 on digits (98.6% held-out), 5 fine-tune epochs with Adam, cosine-decayed from 2e-3 / 2e-4:
+2:4 96.1% / 92.8%, XNNPACK policy at 75% 93.6% / 67.4%.
 """
 from __future__ import annotations
 
