@@ -108,14 +108,13 @@ def quantize_model(model: keras.Model, scheme: tfmot.quantization.keras.Quantize
     configs = _quantize_configs()
 
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
+        # One clone annotating every layer (what `quantize_annotate_model` would do in a second clone); no config
+        # means TF-MOT's own for that layer type.
         config = configs.get(type(layer))
-        if config is None:
-            return layer
-        return tfmot.quantization.keras.quantize_annotate_layer(layer, quantize_config=config())
+        return tfmot.quantization.keras.quantize_annotate_layer(layer, quantize_config=config and config())
 
     with quantize_scope():
         annotated = keras.models.clone_model(model, clone_function=annotate)
-        annotated = tfmot.quantization.keras.quantize_annotate_model(annotated)
         if scheme is None:
             return tfmot.quantization.keras.quantize_apply(annotated)
         return tfmot.quantization.keras.quantize_apply(annotated, scheme)

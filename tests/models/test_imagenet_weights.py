@@ -6,14 +6,13 @@ every layer matters), mapped onto ours, and both must compute the same logits on
 import numpy as np
 import pytest
 
-import models
+import models  # first: it selects Keras 2 (tf_keras) before TensorFlow loads
+import tf_keras as keras
 from models import imagenet_weights
 from models.imagenet_weights import WeightsDownloadError, keras_applications_model, transfer_weights
 
-keras = pytest.importorskip("tf_keras")
 
-
-def _randomize(model: "keras.Model", seed: int = 0) -> None:
+def _randomize(model: keras.Model, seed: int = 0) -> None:
     """Random weights everywhere, BatchNorm moving statistics too (keras initializes those to 0 and 1)."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:

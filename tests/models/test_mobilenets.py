@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 
-import models
+import models  # first: it selects Keras 2 (tf_keras) before TensorFlow loads
+import tf_keras as keras
 from models import layers, mobilenet_v3
 from models.imagenet_weights import keras_applications_model
-
-keras = pytest.importorskip("tf_keras")
 
 MOBILENETS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
 # keras.applications at 224x224x3, 1000 classes, width 1.0 (DESIGN.md; BatchNorm moving statistics included).
