@@ -50,7 +50,9 @@ def keras_applications_model(
 ) -> keras.Model:
     """keras.applications' model for one of our MobileNets: logits out, [-1, 1] in, 1000 classes."""
     if name not in _KERAS_APPLICATIONS:
-        raise ValueError(f"No keras.applications counterpart for {name!r}; choose one of {sorted(_KERAS_APPLICATIONS)}.")
+        raise ValueError(
+            f"No keras.applications counterpart for {name!r}; choose one of {sorted(_KERAS_APPLICATIONS)}."
+        )
     application = _KERAS_APPLICATIONS[name]
     return application.constructor(
         input_shape=input_shape,
@@ -121,6 +123,8 @@ def load_imagenet_weights(model: keras.Model, name: str, weights: str) -> None:
         raise ValueError(f"No ImageNet weights for {name!r}; they exist for {', '.join(sorted(_KERAS_APPLICATIONS))}.")
     application = _KERAS_APPLICATIONS[name]
     height, width, channels = model.input_shape[1:]
+    if channels != 3:
+        raise ValueError(f"ImageNet weights need RGB input (3 channels); {model.name} takes {channels}.")
     # Weight shapes do not depend on the input size: probe the widths at ours (cheap at small sizes), then load
     # the weights trained at our resolution where keras.applications has them.
     width_multiplier = next(
@@ -133,13 +137,13 @@ def load_imagenet_weights(model: keras.Model, name: str, weights: str) -> None:
     )
     if width_multiplier is None:
         raise ValueError(
-            f"keras.applications has ImageNet weights for {name} only at width_multiplier in {application.widths} "
-            f"(and 3 input channels); {model.name} matches none of them."
+            f"keras.applications has ImageNet weights for {name} only at width_multiplier in {application.widths}; "
+            f"{model.name} matches none of them."
         )
     size = height if height == width and height in application.resolutions else application.resolutions[0]
     try:
         source = keras_applications_model(name, width_multiplier, (size, size, channels), weights="imagenet")
-    except Exception as error:  # the same call succeeded above without weights: this is the download or the file
+    except Exception as error:  # this width built fine without weights: what failed is the download or the file
         raise WeightsDownloadError(
             f"Downloading keras.applications' ImageNet weights for {name} (width {width_multiplier:g}) failed: "
             f"{error}. ImageNet weights need internet access once; Keras caches them in {_keras_cache_dir()}."
