@@ -3,12 +3,19 @@
 TF-MOT's default 8-bit registry has no entry for our `HardSwish` / `HardSigmoid`, for `keras.layers.Multiply`
 (the squeeze-and-excite scale) or for the ShuffleNets' `ChannelShuffle` / `ChannelSplit`, and
 `tfmot.quantization.keras.quantize_model` rejects a model holding any of them. `quantize_model` below annotates
-those layers with the configs here and applies TF-MOT's default scheme to everything else. Load a saved QAT model
-inside `quantize_scope()`.
+those layers with the configs here and applies TF-MOT's default scheme to everything else. Save a QAT model as
+HDF5 and load it inside `quantize_scope()` (TF-MOT's `QuantizeLayer` does not reload from `.keras`: "expected 5
+variables, but received 3").
+
+Every int8 tensor of hard-swish and hard-sigmoid gets a fake-quant range (see `layers._HardActivation`), so a QAT
+MobileNetV3 converts to integer-only int8 without calibration data. Known limit: in a QAT ShuffleNetV2 the split
+half and the branch reach each concat with ranges of their own, and the converter adds int8 -> int8 QUANTIZE ops
+there (XNNPACK runs them, in one partition); TF-MOT cannot share one range between layers.
 """
 from __future__ import annotations
 
 import contextlib
+
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
