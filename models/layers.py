@@ -186,6 +186,42 @@ def inverted_residual(
     return x
 
 
+def strided_pool(x: tf.Tensor, kind: str, name: str, padding: str = "same") -> tf.Tensor:
+    """3x3 stride-2 pooling, padded like the stride-2 convolutions beside it (`_pad_for_stride`).
+
+    `kind="max"` is a MaxPooling2D. `kind="avg"` (ShuffleNetV1's stride-2 shortcut) is a frozen DepthwiseConv2D
+    whose every weight is 1/9: the same average, with padded zeros counted as in the PyTorch references
+    (`count_include_pad`). Why not AveragePooling2D: XNNPACK runs AVERAGE_POOL_2D only in float; each int8 one
+    fell back to the built-in kernel and cut ShuffleNetV1 (g=3) into 4 partitions, while int8 DEPTHWISE_CONV_2D
+    runs inside XNNPACK (1 partition). It is an ordinary Keras layer, so TF-MOT quantizes it with its default
+    config and never prunes it (depthwise kernels are not prunable). It is created with `trainable=False`;
+    setting `model.trainable = True` wholesale would make it a learned downsampling filter (still a valid
+    network, no longer the paper's): re-freeze layers named `*/shortcut_avgpool` after doing so.
+    """
+    if kind not in ("max", "avg"):
+        raise ValueError(f"pool kind must be 'max' or 'avg', got {kind!r}.")
+    x, keras_padding = _pad_for_stride(x, 3, 2, padding, name)
+    if kind == "max":  # zero padding equals the references' -inf padding on post-ReLU inputs
+        return keras.layers.MaxPooling2D(3, strides=2, padding=keras_padding, name=name)(x)
+    return keras.layers.DepthwiseConv2D(
+        3,
+        strides=2,
+        padding=keras_padding,
+        use_bias=False,
+        depthwise_initializer=keras.initializers.Constant(1.0 / 9.0),
+        trainable=False,
+        name=name,
+    )(x)
+
+
+def shufflenet_stem(x: tf.Tensor, channels: int, activation: str, bn_momentum: float, padding: str) -> tf.Tensor:
+    """Conv1 (3x3, stride 2) + MaxPool (3x3, stride 2): both ShuffleNets start this way."""
+    x = conv_bn(
+        x, channels, 3, "conv1", strides=2, activation=activation, bn_momentum=bn_momentum, padding=padding
+    )
+    return strided_pool(x, "max", "maxpool", padding)
+
+
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class ChannelShuffle(keras.layers.Layer):
     """ShuffleNet's channel shuffle: output channel `j * groups + i` is input channel `i * (C / groups) + j`.

@@ -42,42 +42,6 @@ BOTTLENECK_RATIO = 4  # "the number of bottleneck channels is set to 1/4 of the 
 MIN_WIDTH, MAX_WIDTH = 0.25, 2.0  # the paper's 0.25x ... 2x (Table 2)
 
 
-def pool(x, kind: str, name: str, padding: str = "same"):
-    """3x3 stride-2 pooling, padded like the stride-2 convolutions beside it (`layers._pad_for_stride`).
-
-    `kind="max"` is a MaxPooling2D. `kind="avg"` (ShuffleNetV1's stride-2 shortcut) is a frozen DepthwiseConv2D
-    whose every weight is 1/9: the same average, with padded zeros counted as in the PyTorch references
-    (`count_include_pad`). Why not AveragePooling2D: XNNPACK runs AVERAGE_POOL_2D only in float; each int8 one
-    fell back to the built-in kernel and cut ShuffleNetV1 (g=3) into 4 partitions, while int8 DEPTHWISE_CONV_2D
-    runs inside XNNPACK (1 partition). It is an ordinary Keras layer, so TF-MOT quantizes it with its default
-    config and never prunes it (depthwise kernels are not prunable). It is created with `trainable=False`;
-    setting `model.trainable = True` wholesale would make it a learned downsampling filter (still a valid
-    network, no longer the paper's): re-freeze layers named `*/shortcut_avgpool` after doing so.
-    """
-    if kind not in ("max", "avg"):
-        raise ValueError(f"pool kind must be 'max' or 'avg', got {kind!r}.")
-    x, keras_padding = layers._pad_for_stride(x, 3, 2, padding, name)
-    if kind == "max":  # zero padding equals the references' -inf padding on post-ReLU inputs
-        return keras.layers.MaxPooling2D(3, strides=2, padding=keras_padding, name=name)(x)
-    return keras.layers.DepthwiseConv2D(
-        3,
-        strides=2,
-        padding=keras_padding,
-        use_bias=False,
-        depthwise_initializer=keras.initializers.Constant(1.0 / 9.0),
-        trainable=False,
-        name=name,
-    )(x)
-
-
-def stem(x, channels: int, activation: str, bn_momentum: float, padding: str):
-    """Conv1 (3x3, stride 2) + MaxPool (3x3, stride 2): both ShuffleNets start this way."""
-    x = layers.conv_bn(
-        x, channels, 3, "conv1", strides=2, activation=activation, bn_momentum=bn_momentum, padding=padding
-    )
-    return pool(x, "max", "maxpool", padding)
-
-
 def shuffle_unit(
     x,
     out_channels: int,
@@ -112,7 +76,7 @@ def shuffle_unit(
         x = keras.layers.Add(name=f"{name}/add")([x, y])
         return layers.activation_layer(activation, f"{name}/{activation}")(x)
     y = layers.activation_layer(activation, f"{name}/gconv2/{activation}")(y)
-    shortcut = pool(x, "avg", f"{name}/shortcut_avgpool", padding)
+    shortcut = layers.strided_pool(x, "avg", f"{name}/shortcut_avgpool", padding)
     return keras.layers.Concatenate(name=f"{name}/concat")([shortcut, y])
 
 
@@ -152,7 +116,7 @@ def build(
     activation = activation or "relu"
     dropout = 0.0 if dropout is None else dropout  # the paper uses none
     inputs = keras.Input(shape=input_shape, name="input")
-    x = stem(inputs, conv1_channels, activation, bn_momentum, padding)
+    x = layers.shufflenet_stem(inputs, conv1_channels, activation, bn_momentum, padding)
     unit_index = {row.layer: 0 for row in TABLE_1}
     for row in TABLE_1:
         for _ in range(row.repeat):

@@ -6,7 +6,6 @@ from typing import NamedTuple
 import tf_keras as keras
 
 from models import layers
-from models.shufflenet_v1 import stem
 
 
 class Stage(NamedTuple):
@@ -88,7 +87,7 @@ def build(
     activation = activation or "relu"
     dropout = 0.0 if dropout is None else dropout  # the paper uses none
     inputs = keras.Input(shape=input_shape, name="input")
-    x = stem(inputs, CONV1_CHANNELS, activation, bn_momentum, padding)
+    x = layers.shufflenet_stem(inputs, CONV1_CHANNELS, activation, bn_momentum, padding)
     for stage in TABLE_5:
         for unit in range(stage.repeat):
             x = shuffle_unit(
