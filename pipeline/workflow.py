@@ -128,6 +128,17 @@ class _Run:
         return run_in_scope
 
     # --- stages ----------------------------------------------------------------------------------------------
+    def build_network(self, name: str, width_multiplier: float):
+        """A fresh network for this run's data, BatchNorm momentum, weights and stem padding."""
+        config = self.config
+        return build_network(name, self.data, width_multiplier, self.bn_momentum, config.weights, config.stem_padding)
+
+    def network_inputs(self, name: str, width_multiplier: float) -> dict[str, Any]:
+        """What a training stage's network depends on, for its resume fingerprint."""
+        config = self.config
+        return {**self.common_inputs, "model": name, "width": width_multiplier, "weights": config.weights,
+                "padding": config.stem_padding}
+
     def all_stages(self) -> dict[str, Any]:
         config = self.config
         teacher_path = self.teacher_stage()
@@ -157,14 +168,12 @@ class _Run:
             return None
 
         def action():
-            model = build_network(config.teacher, self.data, config.teacher_width_multiplier, self.bn_momentum,
-                                  config.weights, config.stem_padding)
+            model = self.build_network(config.teacher, config.teacher_width_multiplier)
             result = train(model, self.data, self.settings, self.path("teacher"))
             save_model(model, self.path(TEACHER_MODEL))
             return self.train_summary(result, config.teacher, config.teacher_width_multiplier)
 
-        inputs = {**self.common_inputs, "model": config.teacher, "width": config.teacher_width_multiplier,
-                  "weights": config.weights, "padding": config.stem_padding}
+        inputs = self.network_inputs(config.teacher, config.teacher_width_multiplier)
         outcome = self.stage("teacher", inputs, [TEACHER_MODEL], self.scoped(action))
         log.info("teacher %s: held-out top-1 %.4f", config.teacher, outcome.summary["val_accuracy"])
         return self.path(TEACHER_MODEL)
@@ -173,8 +182,7 @@ class _Run:
         config = self.config
 
         def action():
-            student = build_network(config.model, self.data, config.width_multiplier, self.bn_momentum,
-                                    config.weights, config.stem_padding)
+            student = self.build_network(config.model, config.width_multiplier)
             if teacher_path is None:
                 result = train(student, self.data, self.settings, self.path("train"))
             else:
@@ -187,8 +195,7 @@ class _Run:
             return {**self.train_summary(result, config.model, config.width_multiplier),
                     "distilled": teacher_path is not None}
 
-        inputs = {**self.common_inputs, "model": config.model, "width": config.width_multiplier,
-                  "weights": config.weights, "padding": config.stem_padding}
+        inputs = self.network_inputs(config.model, config.width_multiplier)
         if teacher_path is not None:
             inputs["teacher"] = {"digest": file_digest(teacher_path), "temperature": config.distill_temperature,
                                  "alpha": config.distill_alpha}
@@ -200,14 +207,12 @@ class _Run:
         config = self.config
 
         def action():
-            student = build_network(config.model, self.data, config.width_multiplier, self.bn_momentum,
-                                    config.weights, config.stem_padding)
+            student = self.build_network(config.model, config.width_multiplier)
             result = train(student, self.data, self.settings, self.path("student_alone"))
             save_model(student, self.path(ALONE_MODEL))
             return self.train_summary(result, config.model, config.width_multiplier)
 
-        inputs = {**self.common_inputs, "model": config.model, "width": config.width_multiplier,
-                  "weights": config.weights, "padding": config.stem_padding}
+        inputs = self.network_inputs(config.model, config.width_multiplier)
         outcome = self.stage("student_alone", inputs, [ALONE_MODEL], self.scoped(action))
         log.info("%s trained alone: held-out top-1 %.4f", config.model, outcome.summary["val_accuracy"])
 
