@@ -4,7 +4,7 @@ Builds every network of `models.available()` (untrained weights: speed does not 
 reference, keras.applications' MobileNet / MobileNetV2 / MobileNetV3Small / MobileNetV3Large (`weights=None`,
 `classifier_activation=None`, V3 with `include_preprocessing=False`), converts each to float32 and int8 with
 `export.convert.to_tflite` (batch 1; int8 calibrated on a few random images, which is fine for speed and
-meaningless for accuracy), benchmarks all of them in one process, interleaved round by round (the median of the
+meaningless for accuracy; see `set_batch_norm_statistics` for why the BatchNorm statistics are set first), benchmarks all of them in one process, interleaved round by round (the median of the
 rounds' medians is the latency; DESIGN.md on timing noise), and writes:
 
 - `bench.json`: every number, per model and precision (the full `BenchmarkResult`s, XNNPACK partitions);
@@ -114,6 +114,30 @@ def _complexity(model) -> tuple[dict[str, Any], str]:
     }, ""
 
 
+def set_batch_norm_statistics(model, images) -> None:
+    """Give an untrained network the BatchNorm moving statistics of `images`, as training would.
+
+    At initialization every BatchNorm layer is the identity (mean 0, variance 1), so activations drift to ranges
+    no trained network has: in MobileNetV3 the int8 `x + 3` of hard-swish then gets an input/output scale ratio
+    outside what XNNPACK's int8 ADD accepts, and 17 (V3-Small) or 20 (V3-Large) ADDs fall back to built-in
+    kernels, cutting the graph into 18 / 21 partitions. With the statistics set, the same networks convert to
+    one XNNPACK partition, as a trained one does; so the speed measured is the speed of a deployable model.
+    Momentum 0 for one training-mode pass makes each layer's moving statistics those of this batch (the
+    variance with Bessel's correction, as Keras keeps it).
+    """
+    import tf_keras as keras
+
+    layers = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        model(images, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
 def build_and_convert(config: BenchConfig, converter: Callable | None = None) -> list[dict[str, Any]]:
     """Build, analyze and convert every network; one row per network with its .tflite paths.
 
@@ -135,16 +159,15 @@ def build_and_convert(config: BenchConfig, converter: Callable | None = None) ->
         keras.utils.set_random_seed(0)
         model = build()
         complexity, note = _complexity(model)
+        shape = (config.calibration_images, config.image_size, config.image_size, 3)
+        images = np.random.default_rng(0).uniform(-1.0, 1.0, size=shape).astype(np.float32)
+        set_batch_norm_statistics(model, images)
         paths = {precision: tflite_dir / f"{name}_{precision}.tflite" for precision in PRECISIONS}
         for precision, path in paths.items():
             if config.reuse_tflite and path.is_file():
                 continue
-            images = None
-            if precision == "int8":
-                rng = np.random.default_rng(0)
-                shape = (config.calibration_images, config.image_size, config.image_size, 3)
-                images = rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
-            write_bytes_atomic(path, converter(model, _QUANTIZATION[precision], representative_images=images))
+            write_bytes_atomic(path, converter(model, _QUANTIZATION[precision],
+                                               representative_images=images if precision == "int8" else None))
         rows.append({"name": name, "source": source, **complexity, "complexity_note": note,
                      "tflite": {precision: str(path) for precision, path in paths.items()},
                      "size_mb": {precision: path.stat().st_size / 1e6 for precision, path in paths.items()}})
@@ -310,7 +333,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         "the OS gave other processes: on a shared machine it is the steadier number for comparing models.",
         "- GMAC/s = MACs / latency: how well a network's arithmetic uses the CPU. Low values flag networks bound "
         "by memory traffic, element-wise ops or fragmentation (ShuffleNetV2's guidelines G1–G4).",
-        "- int8 is calibrated on random images: the speed is real, the accuracy is not measured here.",
+        "- Untrained weights, BatchNorm statistics set on the random calibration images (as training would set "
+        "them; without, MobileNetV3's int8 hard-swish ADDs fall off XNNPACK): the speed is real, the accuracy "
+        "is not measured here.",
         "- XNNPACK partitions: 1 means XNNPACK runs the whole graph; each undelegated op runs on a built-in "
         "kernel and splits the graph.",
         f"- Peak memory: {first.get('peak_memory_method', '')}.",

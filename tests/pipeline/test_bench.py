@@ -136,3 +136,34 @@ def test_device_mode_interleaves_rounds_and_profiles_once(monkeypatch):
     assert [options["measure_peak_memory"] for _, options in calls] == [True, True] + [False] * 4
     assert all(options["binary"] == "bm" for _, options in calls)
     assert results[0].repeat_medians_ms == pytest.approx([2.1, 2.3, 2.5]) and results[0].latency_ms == pytest.approx(2.3)
+
+
+def test_batch_norm_statistics_are_those_of_the_batch_and_momentum_is_restored():
+    import models
+    import tf_keras as keras
+
+    images = np.random.default_rng(1).uniform(-1, 1, size=(4, 32, 32, 3)).astype(np.float32)
+    model = models.build("mobilenet_v2", input_shape=(32, 32, 3), num_classes=10, width_multiplier=0.35)
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    bench.set_batch_norm_statistics(model, images)
+    for layer in (layers[0], layers[len(layers) // 2], layers[-1]):
+        # The statistics of the layer's input on this batch, computed with every BatchNorm before it in
+        # training mode (which is what the inference pass now reproduces).
+        inputs = keras.Model(model.inputs, layer.input)(images, training=True).numpy()
+        count = inputs.size // inputs.shape[-1]
+        np.testing.assert_allclose(layer.moving_mean.numpy(), inputs.mean(axis=(0, 1, 2)), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), inputs.var(axis=(0, 1, 2)) * count / (count - 1),
+                                   rtol=1e-3, atol=1e-4)  # Keras keeps the variance with Bessel's correction
+        assert layer.momentum > 0.9  # restored
+
+def test_untrained_mobilenet_v3_needs_batch_norm_statistics_to_run_whole_on_xnnpack():
+    """Why the bench sets them: with identity BatchNorms the int8 hard-swish ADDs fall off XNNPACK."""
+    import models
+    from export.graph import xnnpack_partitions
+
+    images = np.random.default_rng(0).uniform(-1, 1, size=(2, 64, 64, 3)).astype(np.float32)
+    model = models.build("mobilenet_v3_small", input_shape=(64, 64, 3), num_classes=10)
+    untrained = xnnpack_partitions(fast_converter(model, "int8", images))
+    assert untrained.partitions > 1 and set(untrained.undelegated_ops) == {"ADD"}
+    bench.set_batch_norm_statistics(model, images)
+    assert xnnpack_partitions(fast_converter(model, "int8", images)).partitions == 1
