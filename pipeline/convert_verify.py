@@ -244,3 +244,23 @@ def _log_summary(result: VerifyResult) -> None:
     failed = [name for name, passed in result.checks.items() if not passed]
     if failed:
         log.warning("verification FAILED: %s", ", ".join(failed))
+
+
+PTQ_BASELINE_FILE = "ptq_baseline/model_int8.tflite"
+
+
+def post_training_baseline(model: keras.Model, data: DataSplits, run_dir: Path, io_dtype: str) -> dict[str, Any]:
+    """With --qat: the same float model quantized after training instead, so one run shows what QAT bought.
+
+    Writes `ptq_baseline/model_int8.tflite` and returns the held-out top-1 of the float Keras model it came from
+    and of its int8 post-training-quantized conversion (calibrated exactly as the main int8 artifact is).
+    """
+    flatbuffer = to_tflite(model, "int8", representative_images=representative_images(data), io_dtype=io_dtype)
+    write_bytes_atomic(Path(run_dir) / PTQ_BASELINE_FILE, flatbuffer)
+    images, image_labels = data.val_arrays()
+    keras_logits = model.predict(images, batch_size=max(data.batch_size, 128), verbose=0)
+    return {
+        "keras_float": top1_accuracy(keras_logits, image_labels),
+        "tflite_int8_ptq": top1_accuracy(TFLiteClassifier(flatbuffer).logits(images), image_labels),
+        "path": PTQ_BASELINE_FILE,
+    }

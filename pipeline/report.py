@@ -4,7 +4,8 @@ and the summary table printed at the end of a run.
 metrics.json always has these keys (a value is null where the run did not produce it):
 model, width_multiplier, dataset{name, num_classes, num_train, num_val, image_size, skipped_files}, params, macs,
 memory_access_cost, accuracy{keras_float, tflite_float32, tflite_quantized}, agreement_quantized_vs_float,
-size_bytes{float32, quantized}, quantization, io_dtype, sparsity{method, target, overall, per_layer},
+size_bytes{float32, quantized}, quantization, io_dtype, qat_comparison{float_before_qat, int8_ptq, int8_qat} (only
+with --qat and int8), sparsity{method, target, overall, per_layer},
 stages{name: seconds}, latency{device, num_threads, float32_ms, quantized_ms, details}, distillation,
 training{epochs, optimizer, learning_rate, weight_decay, label_smoothing, bn_momentum, seed}, verification,
 config_fingerprint.
@@ -62,6 +63,11 @@ def build_metrics(
             "quantized_ms": (models.get("quantized") or {}).get("latency_ms"),
             "details": models,
         }
+    qat_comparison = None
+    baseline = summaries.get("ptq_baseline")
+    if baseline:
+        qat_comparison = {"float_before_qat": baseline["keras_float"], "int8_ptq": baseline["tflite_int8_ptq"],
+                          "int8_qat": accuracy.get("tflite_quantized")}
     distillation = None
     if config.distill:
         distillation = {
@@ -96,6 +102,7 @@ def build_metrics(
         "quantization": config.quantize,
         "io_dtype": config.io_dtype if config.quantize == "int8" else None,
         "qat": config.qat,
+        "qat_comparison": qat_comparison,
         "sparsity": {
             "method": config.prune,
             "target": config.prune_sparsity if prune else None,
@@ -181,6 +188,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * width for width in widths))
     lines.append(f"top-1 agreement, {metrics['quantization']} vs float32: "
                  f"{_percent(metrics['agreement_quantized_vs_float'])}")
+    lines += _qat_comparison_lines(metrics)
     distillation = metrics.get("distillation")
     if distillation and distillation.get("student_alone_val_accuracy") is not None:
         lines.append(f"distilled student {_percent(distillation['student_distilled_val_accuracy'])} vs trained "
@@ -190,6 +198,14 @@ def summary_table(metrics: dict[str, Any]) -> str:
     stages = ", ".join(f"{name} {value:.1f}s" for name, value in metrics["stages"].items())
     lines.append(f"stages: {stages}")
     return "\n".join(lines)
+
+
+def _qat_comparison_lines(metrics: dict[str, Any]) -> list[str]:
+    comparison = metrics.get("qat_comparison")
+    if not comparison:
+        return []
+    return [f"int8 of the float model ({_percent(comparison['float_before_qat'])}): post-training "
+            f"{_percent(comparison['int8_ptq'])}, after quantization-aware training {_percent(comparison['int8_qat'])}"]
 
 
 def markdown(metrics: dict[str, Any]) -> str:
@@ -215,6 +231,7 @@ def markdown(metrics: dict[str, Any]) -> str:
         f"Top-1 agreement of the {metrics['quantization']} model with the float32 model: "
         f"{_percent(metrics['agreement_quantized_vs_float'])}.",
     ]
+    lines += _qat_comparison_lines(metrics)
     if metrics["latency"]:
         lines.append(f"Latency: median on `{metrics['latency']['device']}` with {metrics['latency']['num_threads']} "
                      f"thread(s) (see metrics.json for p90 and memory).")

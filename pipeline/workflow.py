@@ -16,7 +16,15 @@ import tf_keras as keras
 
 from pipeline import distribute, report
 from pipeline.config import SPARSE_PRUNE_METHODS, RunConfig, write_config
-from pipeline.convert_verify import FLOAT_MODEL_FILE, LABELS_FILE, META_FILE, convert_and_verify, quantized_model_file
+from pipeline.convert_verify import (
+    FLOAT_MODEL_FILE,
+    LABELS_FILE,
+    META_FILE,
+    PTQ_BASELINE_FILE,
+    convert_and_verify,
+    post_training_baseline,
+    quantized_model_file,
+)
 from pipeline.data import DataSplits, load_data
 from pipeline.distill import check_teacher, distill, load_teacher, teacher_model_path
 from pipeline.stages import StageLedger, StageOutcome, file_digest
@@ -38,8 +46,11 @@ TRAINED_MODEL = "model.keras"
 ALONE_MODEL = "student_alone/model.keras"
 PRUNED_MODEL = "model_pruned.keras"
 QAT_MODEL = "model_qat.h5"  # TF-MOT QAT models reload only from HDF5 (pipeline.quantize)
-# Fine-tuning after pruning or for QAT starts from a trained model: a tenth of the training learning rate.
-FINE_TUNE_LEARNING_RATE_FACTOR = 0.1
+# QAT starts from a trained model and only adapts it to the fake-quant rounding: a tenth of the training rate.
+QAT_LEARNING_RATE_FACTOR = 0.1
+# Pruning removes half the weights (or whole channels), which the network must recover from: at a tenth of the
+# rate, 2:4 fine-tuning on digits recovered to 92.8% top-1, at the full (cosine-decayed) rate to 96.1%.
+PRUNE_LEARNING_RATE_FACTOR = 1.0
 
 
 def seed_everything(seed: int) -> None:
@@ -149,6 +160,8 @@ class _Run:
         if config.prune != "none":
             current = self.prune_stage(current)
         if config.qat:
+            if config.quantize == "int8":
+                self.ptq_baseline_stage(current)
             current = self.qat_stage(current)
         if not distribute.is_chief(self.strategy):
             log.info("training done on this worker; the chief converts, benchmarks and reports")
@@ -226,7 +239,7 @@ class _Run:
                 return channel_action()
             result = prune_and_finetune(
                 load_model(self.path(source)), self.data, method=config.prune, sparsity=config.prune_sparsity,
-                epochs=config.prune_epochs, learning_rate=config.learning_rate * FINE_TUNE_LEARNING_RATE_FACTOR,
+                epochs=config.prune_epochs, learning_rate=config.learning_rate * PRUNE_LEARNING_RATE_FACTOR,
                 run_dir=self.run_dir,
             )
             save_model(result.model, self.path(PRUNED_MODEL))
@@ -245,7 +258,7 @@ class _Run:
                 load_model(self.path(source)), self.data, self.run_dir, prune_ratio=config.prune_ratio,
                 target_macs=config.target_macs, iterations=config.prune_iterations,
                 sparsity_epochs=config.prune_epochs, finetune_epochs=config.prune_epochs,
-                learning_rate=config.learning_rate * FINE_TUNE_LEARNING_RATE_FACTOR,
+                learning_rate=config.learning_rate * PRUNE_LEARNING_RATE_FACTOR,
             )
             save_model(result.model, self.path(PRUNED_MODEL))
             return {"method": config.prune, "overall_sparsity": 0.0, "per_layer_sparsity": {},
@@ -262,6 +275,19 @@ class _Run:
                  outcome.summary["overall_sparsity"], outcome.summary["val_accuracy"])
         return PRUNED_MODEL
 
+    def ptq_baseline_stage(self, source: str) -> None:
+        """--qat: post-training int8 of the model QAT starts from, so the report shows what QAT bought."""
+        config = self.config
+
+        def action():
+            return post_training_baseline(load_model(self.path(source)), self.data, self.run_dir, config.io_dtype)
+
+        inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
+                  "io_dtype": config.io_dtype}
+        outcome = self.stage("ptq_baseline", inputs, [PTQ_BASELINE_FILE], action)
+        log.info("post-training int8 of the same float model (baseline for QAT): held-out top-1 %.4f (float %.4f)",
+                 outcome.summary["tflite_int8_ptq"], outcome.summary["keras_float"])
+
     def qat_stage(self, source: str) -> str:
         from pipeline.quantize import quantization_aware_finetune, save_quantization_aware_model
 
@@ -270,7 +296,7 @@ class _Run:
         def action():
             model = quantization_aware_finetune(
                 load_model(self.path(source)), self.data, epochs=config.qat_epochs,
-                learning_rate=config.learning_rate * FINE_TUNE_LEARNING_RATE_FACTOR, run_dir=self.run_dir,
+                learning_rate=config.learning_rate * QAT_LEARNING_RATE_FACTOR, run_dir=self.run_dir,
             )
             save_quantization_aware_model(model, self.path(QAT_MODEL))
             return {"val_accuracy": evaluate_accuracy(model, self.data)}

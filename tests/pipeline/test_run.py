@@ -135,3 +135,17 @@ def test_distillation_from_a_checkpoint_with_a_comparison(capsys, tmp_path, imag
     assert metrics["accuracy"]["tflite_quantized"] is None and metrics["latency"] is None
     assert {"train", "student_alone"} <= set(stage_records(run_dir))
     assert "trained alone" in capsys.readouterr().out
+
+
+def test_qat_run_reports_post_training_int8_of_the_same_float_model(capsys, tmp_path, image_folder):
+    run_dir = tmp_path / "run"
+    assert run_module.main(tiny_flags(image_folder, run_dir, "--qat", "--qat_epochs=1", "--device=none")) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    comparison = metrics["qat_comparison"]
+    assert set(comparison) == {"float_before_qat", "int8_ptq", "int8_qat"}
+    assert all(0 <= value <= 1 for value in comparison.values())
+    assert comparison["int8_qat"] == metrics["accuracy"]["tflite_quantized"]
+    # The baseline is the model QAT started from: the train stage's network, quantized after training.
+    assert comparison["float_before_qat"] == pytest.approx(stage_records(run_dir)["train"]["summary"]["val_accuracy"])
+    assert (run_dir / "ptq_baseline" / "model_int8.tflite").is_file()
+    assert "after quantization-aware training" in capsys.readouterr().out
