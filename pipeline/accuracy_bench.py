@@ -1,0 +1,352 @@
+"""`python -m pipeline.accuracy_bench --dataset ../shared/datasets/imagenette-96`: the pipeline's accuracy targets.
+
+Each experiment is one ordinary `python -m pipeline.run` command (a subprocess, its output in `<name>.log`) in
+its own run directory under `--output_dir`, so what is measured is exactly what a user gets, and a rerun of this
+script resumes: finished runs are read back, an interrupted one resumes at its last checkpoint. The targets:
+
+- quantization (every network, one `--qat` run each): int8 post-training quantization within 1.0 point of the
+  float model, int8 after quantization-aware training within 0.5 point (both of the same trained float model);
+- distillation: mobilenet_v2 1.0 (the quantization suite's trained model) into shufflenet_v2 0.5x and
+  mobilenet_v3_small 0.75 beats the same student trained alone for the same epochs (`--distill_compare`);
+- prune_2_4: 2:4 sparsity (50%) loses at most 1.5 points after fine-tuning;
+- channels: Network Slimming removes >= 30% of MobileNetV2 1.0's MACs, loses at most 1 point against the
+  unpruned network trained for the same total epochs, and cuts its int8 latency by >= 20% (both int8 models
+  timed interleaved in this process: a ratio from one measurement, not two).
+
+Writes `accuracy_bench.json` (every number, the commands) and `accuracy_bench.md` (the tables), and prints them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from absl import app, flags
+
+from export.files import write_json_atomic, write_text_atomic
+
+SUITES = ("quantization", "distillation", "prune_2_4", "channels")
+QUANTIZATION_NETWORKS = (  # (network, width): widths chosen to keep the suite within a CPU budget
+    ("mobilenet_v3_small", 1.0), ("shufflenet_v2", 1.0), ("mobilenet_v2", 1.0), ("mobilenet_v1", 0.5),
+    ("mobilenet_v3_large", 1.0), ("shufflenet_v1", 0.5),
+)
+TEACHER = ("mobilenet_v2", 1.0)
+DISTILLATION_STUDENTS = (("shufflenet_v2", 0.5), ("mobilenet_v3_small", 0.75))
+PRUNE_2_4_NETWORKS = (("mobilenet_v3_small", 1.0), ("mobilenet_v2", 1.0))
+CHANNEL_PRUNING = ("mobilenet_v2", 1.0, 0.3)  # network, width, --prune_ratio
+
+PTQ_MAX_LOSS, QAT_MAX_LOSS, PRUNE_2_4_MAX_LOSS, CHANNELS_MAX_LOSS = 0.010, 0.005, 0.015, 0.010
+CHANNELS_MIN_MAC_CUT, CHANNELS_MIN_LATENCY_CUT = 0.30, 0.20
+EXIT_BAD_INPUT = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    suite: str
+    model: str
+    width: float
+    flags: tuple[str, ...] = ()
+    epochs: int | None = None  # None: the bench's --epochs
+    after: str | None = None  # an experiment whose run directory this one reads (the teacher)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSettings:
+    dataset: str
+    output_dir: Path
+    image_size: int
+    epochs: int
+    fine_tune_epochs: int
+    batch_size: int
+    seed: int
+
+
+def experiments(settings: BenchSettings, suites: Sequence[str]) -> list[Experiment]:
+    """Every run the chosen suites need, in the order they run (a teacher before its students)."""
+    fine_tune = (f"--prune_epochs={settings.fine_tune_epochs}",)
+    planned: list[Experiment] = []
+    if "quantization" in suites or "distillation" in suites:
+        networks = QUANTIZATION_NETWORKS if "quantization" in suites else (TEACHER,)
+        planned += [Experiment(f"quantization-{model}-{width:g}", "quantization", model, width,
+                               ("--qat", f"--qat_epochs={settings.fine_tune_epochs}"))
+                    for model, width in networks]
+    if "distillation" in suites:
+        teacher_run = f"quantization-{TEACHER[0]}-{TEACHER[1]:g}"
+        planned += [Experiment(f"distillation-{model}-{width:g}", "distillation", model, width,
+                               (f"--teacher_checkpoint={settings.output_dir / teacher_run}", "--distill_compare"),
+                               after=teacher_run)
+                    for model, width in DISTILLATION_STUDENTS]
+    if "prune_2_4" in suites:
+        planned += [Experiment(f"prune_2_4-{model}-{width:g}", "prune_2_4", model, width, ("--prune=2:4", *fine_tune))
+                    for model, width in PRUNE_2_4_NETWORKS]
+    if "channels" in suites:
+        model, width, ratio = CHANNEL_PRUNING
+        # One pruning iteration = sparsity training + fine-tuning, each fine_tune_epochs long.
+        total_epochs = settings.epochs + 2 * settings.fine_tune_epochs
+        planned += [
+            Experiment(f"channels-{model}-{width:g}", "channels", model, width,
+                       ("--prune=channels", f"--prune_ratio={ratio}", *fine_tune)),
+            Experiment(f"channels_baseline-{model}-{width:g}", "channels", model, width, epochs=total_epochs),
+        ]
+    return planned
+
+
+def command(experiment: Experiment, settings: BenchSettings) -> list[str]:
+    return [
+        sys.executable, "-m", "pipeline.run", f"--model={experiment.model}",
+        f"--width_multiplier={experiment.width:g}", f"--dataset={settings.dataset}",
+        f"--image_size={settings.image_size}", f"--epochs={experiment.epochs or settings.epochs}",
+        f"--batch_size={settings.batch_size}", f"--seed={settings.seed}", "--device=none",
+        f"--output_dir={settings.output_dir / experiment.name}", *experiment.flags,
+    ]
+
+
+def run_experiment(experiment: Experiment, settings: BenchSettings) -> dict[str, Any]:
+    """Run (or resume, or just read back) one experiment; its metrics.json plus the ledger's stage summaries."""
+    run_dir = settings.output_dir / experiment.name
+    if not (run_dir / "metrics.json").is_file():
+        log_path = settings.output_dir / f"{experiment.name}.log"
+        print(f"[{time.strftime('%H:%M:%S')}] {experiment.name}: running (log: {log_path})", flush=True)
+        with open(log_path, "a") as log:
+            returncode = subprocess.call(command(experiment, settings), stdout=log, stderr=subprocess.STDOUT,
+                                         cwd=Path(__file__).resolve().parents[1])
+        if returncode != 0:
+            raise RuntimeError(f"{experiment.name} failed (exit {returncode}); see {log_path}, then rerun to resume.")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    stages = json.loads((run_dir / "stages.json").read_text())["stages"]
+    return {"metrics": metrics, "stage_summaries": {name: record["summary"] for name, record in stages.items()},
+            "command": " ".join(command(experiment, settings)[1:])}
+
+
+# ------------------------------------------------------------------------------------------------ targets
+
+
+def quantization_row(result: dict[str, Any]) -> dict[str, Any]:
+    comparison = result["metrics"]["qat_comparison"]
+    float_accuracy = comparison["float_before_qat"]
+    ptq_loss, qat_loss = float_accuracy - comparison["int8_ptq"], float_accuracy - comparison["int8_qat"]
+    return {"float": float_accuracy, "int8_ptq": comparison["int8_ptq"], "int8_qat": comparison["int8_qat"],
+            "ptq_loss": ptq_loss, "qat_loss": qat_loss,
+            "ptq_target_met": ptq_loss <= PTQ_MAX_LOSS, "qat_target_met": qat_loss <= QAT_MAX_LOSS}
+
+
+def distillation_row(result: dict[str, Any]) -> dict[str, Any]:
+    distillation = result["metrics"]["distillation"]
+    distilled, alone = distillation["student_distilled_val_accuracy"], distillation["student_alone_val_accuracy"]
+    return {"teacher": distillation["teacher_val_accuracy"], "distilled": distilled, "alone": alone,
+            "gain": distilled - alone, "target_met": distilled > alone}
+
+
+def prune_2_4_row(result: dict[str, Any]) -> dict[str, Any]:
+    before = result["stage_summaries"]["train"]["val_accuracy"]
+    after = result["stage_summaries"]["prune"]["val_accuracy"]
+    metrics = result["metrics"]
+    return {"float": before, "pruned": after, "pruned_int8": metrics["accuracy"]["tflite_quantized"],
+            "sparsity": metrics["sparsity"]["overall"], "loss": before - after,
+            "target_met": before - after <= PRUNE_2_4_MAX_LOSS}
+
+
+def channels_row(pruned: dict[str, Any], baseline: dict[str, Any], latency: dict[str, float]) -> dict[str, Any]:
+    metrics, base = pruned["metrics"], baseline["metrics"]
+    mac_cut = 1 - metrics["macs"] / metrics["macs_before_pruning"]
+    loss = base["accuracy"]["keras_float"] - metrics["accuracy"]["keras_float"]
+    latency_cut = 1 - latency["pruned"] / latency["baseline"]
+    return {
+        "macs_before": metrics["macs_before_pruning"], "macs_after": metrics["macs"],
+        "params_before": metrics["params_before_pruning"], "params_after": metrics["params"],
+        "mac_cut": mac_cut, "baseline_float": base["accuracy"]["keras_float"],
+        "pruned_float": metrics["accuracy"]["keras_float"], "baseline_int8": base["accuracy"]["tflite_quantized"],
+        "pruned_int8": metrics["accuracy"]["tflite_quantized"], "loss": loss,
+        "int8_latency_ms_before": latency["baseline"], "int8_latency_ms_after": latency["pruned"],
+        "latency_cut": latency_cut,
+        "target_met": mac_cut >= CHANNELS_MIN_MAC_CUT and loss <= CHANNELS_MAX_LOSS
+        and latency_cut >= CHANNELS_MIN_LATENCY_CUT,
+    }
+
+
+def time_int8_pair(paths: dict[str, Path], repeats: int) -> dict[str, float]:
+    """Median int8 latency (ms) of each model, timed interleaved in this process (1 thread, XNNPACK)."""
+    from export.benchmark import BenchmarkSettings, benchmark_host_interleaved
+
+    names = list(paths)
+    results = benchmark_host_interleaved([str(paths[name]) for name in names], BenchmarkSettings(num_threads=1),
+                                         repeats=repeats, measure_peak_memory=False)
+    return {name: result.latency_ms for name, result in zip(names, results)}
+
+
+def run_benchmark(settings: BenchSettings, suites: Sequence[str], latency_repeats: int = 5) -> dict[str, Any]:
+    started = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    rows: dict[str, list[dict[str, Any]]] = {suite: [] for suite in suites}
+    for experiment in experiments(settings, suites):
+        results[experiment.name] = run_experiment(experiment, settings)
+        describe = {"run": experiment.name, "model": experiment.model, "width": experiment.width}
+        result = results[experiment.name]
+        if experiment.suite == "quantization" and "quantization" in suites:
+            rows["quantization"].append({**describe, **quantization_row(result)})
+        elif experiment.suite == "distillation":
+            rows["distillation"].append({**describe, **distillation_row(result)})
+        elif experiment.suite == "prune_2_4":
+            rows["prune_2_4"].append({**describe, **prune_2_4_row(result)})
+    if "channels" in suites:
+        model, width, ratio = CHANNEL_PRUNING
+        pruned, baseline = (results[f"{kind}-{model}-{width:g}"] for kind in ("channels", "channels_baseline"))
+        latency = time_int8_pair({"pruned": settings.output_dir / f"channels-{model}-{width:g}" / "model_int8.tflite",
+                                  "baseline": settings.output_dir / f"channels_baseline-{model}-{width:g}"
+                                  / "model_int8.tflite"}, latency_repeats)
+        rows["channels"].append({"model": model, "width": width, "prune_ratio": ratio,
+                                 **channels_row(pruned, baseline, latency)})
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {**dataclasses.asdict(settings), "output_dir": str(settings.output_dir)},
+        "suites": list(suites),
+        "seconds": round(time.perf_counter() - started, 1),
+        "rows": rows,
+        "runs": {name: {"command": result["command"], "metrics": result["metrics"]} for name, result in results.items()},
+    }
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def _met(flag: bool) -> str:
+    return "yes" if flag else "**no**"
+
+
+def _network(row: dict[str, Any]) -> str:
+    return f"{row['model']} {row['width']:g}"
+
+
+def _channels_cells(r: dict[str, Any]) -> list[str]:
+    return [f"{_network(r)} (ratio {r['prune_ratio']:g})",
+            f"{r['macs_before'] / 1e6:.1f} → {r['macs_after'] / 1e6:.1f} (−{100 * r['mac_cut']:.1f}%)",
+            f"{r['params_before']:,} → {r['params_after']:,}", f"{_pct(r['baseline_float'])} / {_pct(r['pruned_float'])}",
+            _points(r["loss"]), f"{_pct(r['baseline_int8'])} / {_pct(r['pruned_int8'])}",
+            f"{r['int8_latency_ms_before']:.3f} → {r['int8_latency_ms_after']:.3f} (−{100 * r['latency_cut']:.1f}%)",
+            _met(r["target_met"])]
+
+
+# suite -> (section title, columns as (name, numeric), a row's cells)
+_TABLES = {
+    "quantization": (
+        "int8 quantization (loss = float − int8, in points)",
+        [("network", False), ("float", True), ("int8 PTQ", True), ("PTQ loss", True), ("≤ 1.0?", False),
+         ("int8 QAT", True), ("QAT loss", True), ("≤ 0.5?", False)],
+        lambda r: [_network(r), _pct(r["float"]), _pct(r["int8_ptq"]), _points(r["ptq_loss"]),
+                   _met(r["ptq_target_met"]), _pct(r["int8_qat"]), _points(r["qat_loss"]), _met(r["qat_target_met"])],
+    ),
+    "distillation": (
+        f"Distillation from {TEACHER[0]} {TEACHER[1]:g} (Keras float)",
+        [("student", False), ("teacher", True), ("distilled", True), ("alone (same epochs)", True), ("gain", True),
+         ("beats alone?", False)],
+        lambda r: [_network(r), _pct(r["teacher"]), _pct(r["distilled"]), _pct(r["alone"]), _points(r["gain"]),
+                   _met(r["target_met"])],
+    ),
+    "prune_2_4": (
+        "2:4 pruning (Keras float before and after fine-tuning)",
+        [("network", False), ("float", True), ("2:4 pruned", True), ("sparsity", True), ("loss", True),
+         ("≤ 1.5?", False), ("pruned int8", True)],
+        lambda r: [_network(r), _pct(r["float"]), _pct(r["pruned"]), f"{r['sparsity']:.3f}", _points(r["loss"]),
+                   _met(r["target_met"]), _pct(r["pruned_int8"])],
+    ),
+    "channels": (
+        "Channel pruning (Network Slimming) vs the unpruned network trained for the same total epochs",
+        [("network", False), ("MACs (M) before → after", False), ("params before → after", False),
+         ("float: unpruned / pruned", False), ("loss", True), ("int8: unpruned / pruned", False),
+         ("int8 ms before → after", False), ("targets met?", False)],
+        _channels_cells,
+    ),
+}
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    settings, rows = report["settings"], report["rows"]
+    lines = [
+        f"# Accuracy targets on {settings['dataset']}",
+        "",
+        f"{settings['image_size']}×{settings['image_size']} px, {settings['epochs']} training epochs from scratch, "
+        f"{settings['fine_tune_epochs']} epochs of QAT / pruning fine-tuning, batch {settings['batch_size']}, seed "
+        f"{settings['seed']}; top-1 in % on the held-out split. Created {report['created']} in {report['seconds']} s.",
+    ]
+    for suite, (title, columns, cells) in _TABLES.items():
+        if rows.get(suite):
+            lines += ["", f"## {title}", "", "| " + " | ".join(name for name, _ in columns) + " |",
+                      "|" + "|".join("---:" if numeric else "---" for _, numeric in columns) + "|",
+                      *["| " + " | ".join(cells(row)) + " |" for row in rows[suite]]]
+    lines += ["", "Every number comes from the run directories under "
+              f"`{settings['output_dir']}` (metrics.json, stages.json); the commands are in accuracy_bench.json."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def settings_from_flags() -> tuple[BenchSettings, tuple[str, ...]]:
+    FLAGS = flags.FLAGS
+    suites = tuple(suite.strip() for suite in FLAGS.suites.split(",") if suite.strip())
+    if FLAGS.suites.strip() == "all":
+        suites = SUITES
+    unknown = [suite for suite in suites if suite not in SUITES]
+    if unknown or not suites:
+        raise ValueError(f"--suites={FLAGS.suites}: choose 'all' or a comma list of {', '.join(SUITES)}.")
+    if not Path(FLAGS.dataset).is_dir():
+        raise ValueError(f"--dataset={FLAGS.dataset} is not a folder; point it at an image folder such as "
+                         f"../shared/datasets/imagenette-96.")
+    if FLAGS.epochs < 1 or FLAGS.fine_tune_epochs < 1:
+        raise ValueError("--epochs and --fine_tune_epochs must be >= 1.")
+    return BenchSettings(dataset=str(Path(FLAGS.dataset).resolve()), output_dir=Path(FLAGS.output_dir).resolve(),
+                         image_size=FLAGS.image_size, epochs=FLAGS.epochs, fine_tune_epochs=FLAGS.fine_tune_epochs,
+                         batch_size=FLAGS.batch_size, seed=FLAGS.seed), suites
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        settings, suites = settings_from_flags()
+    except ValueError as error:
+        print(f"pipeline.accuracy_bench: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        report = run_benchmark(settings, suites)
+    except RuntimeError as error:
+        print(f"pipeline.accuracy_bench: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    write_json_atomic(settings.output_dir / "accuracy_bench.json", report)
+    text = markdown_report(report)
+    write_text_atomic(settings.output_dir / "accuracy_bench.md", text)
+    print(text)
+    print(f"Wrote {settings.output_dir / 'accuracy_bench.json'} and {settings.output_dir / 'accuracy_bench.md'}")
+
+
+def _define_flags() -> None:
+    # Only when run as a program: pipeline.run defines some of the same flag names in the same absl registry.
+    flags.DEFINE_string("dataset", None, "Image folder with train/ and val/ (e.g. ../shared/datasets/imagenette-96).")
+    flags.DEFINE_string("suites", "all", f"'all' or a comma list of: {', '.join(SUITES)}.")
+    flags.DEFINE_string("output_dir", "accuracy_out", "Where the run directories, logs and the report go.")
+    flags.DEFINE_integer("image_size", 96, "Input size of every run.")
+    flags.DEFINE_integer("epochs", 12, "Training epochs from scratch.")
+    flags.DEFINE_integer("fine_tune_epochs", 3, "Epochs of QAT, of 2:4 fine-tuning, and of each channel-pruning phase.")
+    flags.DEFINE_integer("batch_size", 64, "Batch size of every run.")
+    flags.DEFINE_integer("seed", 0, "Seed of every run.")
+    flags.mark_flag_as_required("dataset")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

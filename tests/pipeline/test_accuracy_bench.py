@@ -1,0 +1,72 @@
+"""`pipeline.accuracy_bench`: which runs each suite plans, and how the targets are judged from run results.
+
+The runs themselves are ordinary `pipeline.run` commands (tested end to end in test_run.py); training them on
+imagenette is the benchmark's job, not the tests'.
+"""
+from pathlib import Path
+
+import pytest
+
+from pipeline import accuracy_bench as ab
+
+SETTINGS = ab.BenchSettings(dataset="/data", output_dir=Path("/out"), image_size=64, epochs=8, fine_tune_epochs=2,
+                            batch_size=64, seed=0)
+
+
+def test_distillation_trains_its_teacher_first_and_reads_it_from_the_teacher_run():
+    planned = ab.experiments(SETTINGS, ["distillation"])
+    teacher = planned[0]
+    assert (teacher.model, teacher.width, teacher.suite) == ("mobilenet_v2", 1.0, "quantization")
+    students = planned[1:]
+    assert [(e.model, e.width) for e in students] == [("shufflenet_v2", 0.5), ("mobilenet_v3_small", 0.75)]
+    for student in students:
+        assert student.after == teacher.name
+        assert f"--teacher_checkpoint=/out/{teacher.name}" in student.flags and "--distill_compare" in student.flags
+
+
+def test_channel_pruning_is_compared_with_the_unpruned_network_trained_for_the_same_total_epochs():
+    pruned, baseline = ab.experiments(SETTINGS, ["channels"])
+    assert "--prune=channels" in pruned.flags and "--prune_epochs=2" in pruned.flags
+    assert baseline.epochs == 8 + 2 * 2 and not baseline.flags  # sparsity training + fine-tuning, 2 epochs each
+    command = ab.command(baseline, SETTINGS)
+    assert "--epochs=12" in command and "--output_dir=/out/channels_baseline-mobilenet_v2-1" in command
+
+
+def test_every_network_gets_a_qat_run_with_its_post_training_baseline():
+    planned = ab.experiments(SETTINGS, ["quantization"])
+    assert len(planned) == len(ab.QUANTIZATION_NETWORKS)
+    assert all("--qat" in e.flags and "--qat_epochs=2" in e.flags for e in planned)
+
+
+def _quantization_result(float_accuracy, ptq, qat):
+    return {"metrics": {"qat_comparison": {"float_before_qat": float_accuracy, "int8_ptq": ptq, "int8_qat": qat}}}
+
+
+@pytest.mark.parametrize("ptq, qat, ptq_met, qat_met", [(0.795, 0.797, True, True), (0.785, 0.794, False, False)])
+def test_quantization_targets(ptq, qat, ptq_met, qat_met):
+    row = ab.quantization_row(_quantization_result(0.80, ptq, qat))
+    assert (row["ptq_target_met"], row["qat_target_met"]) == (ptq_met, qat_met)
+    assert row["ptq_loss"] == pytest.approx(0.80 - ptq)
+
+
+def test_channel_targets_need_all_three_cuts():
+    def result(macs, before, accuracy):
+        return {"metrics": {"macs": macs, "macs_before_pruning": before, "params": 2, "params_before_pruning": 3,
+                            "accuracy": {"keras_float": accuracy, "tflite_quantized": accuracy}}}
+
+    baseline = result(100, 100, 0.80)
+    met = ab.channels_row(result(65, 100, 0.795), baseline, {"pruned": 7.0, "baseline": 10.0})
+    assert met["target_met"] and met["mac_cut"] == pytest.approx(0.35)
+    slow = ab.channels_row(result(65, 100, 0.795), baseline, {"pruned": 9.0, "baseline": 10.0})
+    assert not slow["target_met"] and slow["latency_cut"] == pytest.approx(0.1)
+    worse = ab.channels_row(result(65, 100, 0.78), baseline, {"pruned": 7.0, "baseline": 10.0})
+    assert not worse["target_met"]
+
+
+def test_report_has_a_table_per_suite_that_ran():
+    report = {"settings": {**SETTINGS.__dict__, "output_dir": "/out"}, "created": "now", "seconds": 1.0,
+              "rows": {"quantization": [{"model": "mobilenet_v2", "width": 1.0,
+                                         **ab.quantization_row(_quantization_result(0.8, 0.792, 0.8))}]}}
+    text = ab.markdown_report(report)
+    assert "| mobilenet_v2 1 | 80.0 | 79.2 | +0.8 | yes | 80.0 | +0.0 | yes |" in text
+    assert "Distillation" not in text
