@@ -34,7 +34,7 @@ CONFIG_FILE = "config.json"
 
 # Fields that do not change any number the run produces: where it is written, where it is benchmarked, whether
 # the Android app is packaged. A run directory can be resumed with different values of these.
-NON_REPRODUCIBILITY_FIELDS = ("output_dir", "device", "package_app", "num_threads", "tpu")
+NON_REPRODUCIBILITY_FIELDS = ("output_dir", "device", "benchmark_binary", "package_app", "num_threads", "tpu")
 
 # Networks have a total stride of 32; the registry refuses anything smaller (models.registry.MIN_INPUT_SIZE).
 MIN_IMAGE_SIZE = 32
@@ -104,6 +104,7 @@ class RunConfig:
     quantize: str = "int8"
     io_dtype: str = "int8"
     device: str = "host"
+    benchmark_binary: str | None = None  # --device=adb: benchmark_model to push (else $BENCHMARK_MODEL_BINARY)
     num_threads: int = 1
     package_app: str | None = None
     strategy: str = "default"  # --batch_size is per replica: the global batch is batch_size x replicas

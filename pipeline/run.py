@@ -55,6 +55,8 @@ flags.DEFINE_integer("qat_epochs", None, "Quantization-aware fine-tuning epochs 
 flags.DEFINE_string("quantize", "int8", "int8 (full-integer post-training) | float16 | dynamic | none.")
 flags.DEFINE_string("io_dtype", "int8", "Input/output type of an int8 model: int8 or uint8.")
 flags.DEFINE_string("device", "host", "Where to benchmark: host (LiteRT here) | adb (a phone) | none.")
+flags.DEFINE_string("benchmark_binary", None, "--device=adb: the benchmark_model binary for the phone's ABI "
+                    "(default: $BENCHMARK_MODEL_BINARY; BUILD.md says where to get it).")
 flags.DEFINE_integer("num_threads", 1, "Benchmark threads.")
 flags.DEFINE_string("package_app", None, "Package the model into this Android app directory (e.g. android_demo).")
 flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default | mirrored (all local GPUs) | "
@@ -124,7 +126,7 @@ def _preflight(config: RunConfig) -> None:
 
         try:
             select_device()
-            resolve_benchmark_binary()
+            resolve_benchmark_binary(config.benchmark_binary)
         except AdbError as error:
             raise ConfigError(f"--device=adb: {str(error).splitlines()[0]} (or use --device=host)") from error
     if config.package_app:

@@ -342,7 +342,7 @@ class _Run:
             return {
                 "device": config.device,
                 "num_threads": config.num_threads,
-                "models": benchmark(models, config.device, config.num_threads),
+                "models": benchmark(models, config.device, config.num_threads, config.benchmark_binary),
             }
 
         inputs = {name: file_digest(path) for name, path in models.items()}
@@ -384,7 +384,8 @@ class _Run:
                 "val_accuracy": result.val_accuracy, "history": result.history}
 
 
-def benchmark(models: dict[str, Path], device: str, num_threads: int) -> dict[str, dict[str, Any]]:
+def benchmark(models: dict[str, Path], device: str, num_threads: int,
+              benchmark_binary: str | None = None) -> dict[str, dict[str, Any]]:
     """Latency of each .tflite model on `device` (`host`: LiteRT interpreter here; `adb`: a phone)."""
     from export.benchmark import BenchmarkSettings
 
@@ -397,5 +398,5 @@ def benchmark(models: dict[str, Path], device: str, num_threads: int) -> dict[st
     else:
         from export.adb import benchmark_device
 
-        results = [benchmark_device(str(models[name]), settings) for name in names]
+        results = [benchmark_device(str(models[name]), settings, binary=benchmark_binary) for name in names]
     return {name: result.to_dict() for name, result in zip(names, results)}

@@ -92,7 +92,7 @@ def test_a_good_config_validates():
 
 def test_fingerprint_ignores_where_the_run_is_written_and_benchmarked():
     base = RunConfig().resolved()
-    moved = RunConfig(output_dir="elsewhere", device="none", num_threads=4).resolved()
+    moved = RunConfig(output_dir="elsewhere", device="adb", benchmark_binary="/tmp/benchmark_model", num_threads=4).resolved()
     assert base.fingerprint() == moved.fingerprint()
     assert base.fingerprint() != RunConfig(seed=1).resolved().fingerprint()
     assert RunConfig.from_dict(base.to_dict()) == base

@@ -149,3 +149,23 @@ def test_qat_run_reports_post_training_int8_of_the_same_float_model(capsys, tmp_
     assert comparison["float_before_qat"] == pytest.approx(stage_records(run_dir)["train"]["summary"]["val_accuracy"])
     assert (run_dir / "ptq_baseline" / "model_int8.tflite").is_file()
     assert "after quantization-aware training" in capsys.readouterr().out
+
+
+def test_device_benchmark_pushes_the_binary_given_by_the_flag(monkeypatch, tmp_path):
+    """--benchmark_binary reaches export.adb (the adb side itself is tested against a fake adb in tests/export)."""
+    import export.adb
+    from pipeline import workflow
+
+    calls = []
+
+    class Result:
+        def to_dict(self):
+            return {"latency_ms": 1.0}
+
+    def benchmark_device(path, settings, binary=None, **options):
+        calls.append((Path(path).name, settings.num_threads, binary))
+        return Result()
+
+    monkeypatch.setattr(export.adb, "benchmark_device", benchmark_device)
+    results = workflow.benchmark({"quantized": tmp_path / "model_int8.tflite"}, "adb", 2, "/opt/benchmark_model")
+    assert calls == [("model_int8.tflite", 2, "/opt/benchmark_model")] and results["quantized"]["latency_ms"] == 1.0
