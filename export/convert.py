@@ -27,6 +27,7 @@ import tf_keras as keras
 
 from export.evaluate import iterate_images
 from export.graph import integer_only_problems
+from models.layers import fused_hard_swish
 
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 IO_DTYPES = ("int8", "uint8")
@@ -90,7 +91,11 @@ def to_tflite(
             "training images, float32, normalized as in training) to calibrate activation ranges."
         )
 
-    converter = _converter_for(model, input_shape)
+    if quantization == "int8":
+        converter = _converter_for(model, input_shape)
+    else:
+        with fused_hard_swish():  # float activations: the one fused op is faster (models/layers.py)
+            converter = _converter_for(model, input_shape)
     errors: list[ConversionError] = []
     optimizations = []
     if quantization != "none":

@@ -7,7 +7,9 @@ same in Netron and in TFLite op profiles.
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+import threading
+from typing import Callable, Iterator
 
 import tensorflow as tf
 import tf_keras as keras
@@ -62,11 +64,35 @@ class HardSwish(_HardActivation):
     one `HARD_SWISH` op, which XNNPACK runs only in float: in int8 each one falls back to the built-in kernel and
     cuts the graph into partitions (keras.applications' V3-Small: 19 of them, 20 partitions). Scaling x first,
     `(x / 6) * relu6(x + 3)`, is the same function but escapes that fusion: it lowers to ADD (with RELU6 fused),
-    MUL and MUL, int8 ops XNNPACK takes, and V3-Small/Large run as one XNNPACK partition.
+    MUL and MUL, int8 ops XNNPACK takes, and V3-Small/Large run as one XNNPACK partition. In float the fused op is
+    the faster one, so float conversions trace under `fused_hard_swish()` (export/convert.py).
     """
 
     def call(self, inputs):
+        if _LOWERING.fused_hard_swish:
+            return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
         return self.scaled_input_activation(inputs * (1.0 / 6.0)) * self.gate_activation(tf.nn.relu6(inputs + 3.0))
+
+
+class _Lowering(threading.local):
+    fused_hard_swish = False
+
+
+_LOWERING = _Lowering()
+
+
+@contextlib.contextmanager
+def fused_hard_swish() -> Iterator[None]:
+    """Inside: hard-swish traces as `x * relu6(x + 3) / 6`, which the converter fuses into one `HARD_SWISH` op.
+
+    For float graphs only: XNNPACK runs the fused op in float (one op instead of ADD, MUL, MUL), never in int8.
+    Measured at 224, 1 thread: see README's zoo table.
+    """
+    previous, _LOWERING.fused_hard_swish = _LOWERING.fused_hard_swish, True
+    try:
+        yield
+    finally:
+        _LOWERING.fused_hard_swish = previous
 
 
 ACTIVATIONS: dict[str, Callable[[str], keras.layers.Layer]] = {

@@ -110,3 +110,20 @@ def test_quantization_aware_model_converts_to_integer_only():
     assert io_details(without_images)[1]["quantization"][0] == pytest.approx(io_details(with_images)[1]["quantization"][0])
     with pytest.raises(ConversionError, match="converts only with quantization='int8'"):
         to_tflite(qat_model, "dynamic")
+
+
+def test_hard_swish_is_one_fused_op_in_float_and_unfused_in_int8():
+    """Float: the HARD_SWISH op XNNPACK runs in float (faster than ADD, MUL, MUL); int8: the ops XNNPACK runs."""
+    from export.evaluate import TFLiteClassifier
+    from models.layers import HardSwish
+
+    inputs = keras.Input((8, 8, 3))
+    hidden = keras.layers.Conv2D(8, 3, strides=2)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(HardSwish()(hidden))))
+    images = np.random.default_rng(0).uniform(-3, 3, (4, 8, 8, 3)).astype(np.float32)
+    fused = to_tflite(model, "none")
+    assert op_histogram(fused).get("HARD_SWISH") == 1
+    np.testing.assert_allclose(TFLiteClassifier(fused).logits(images), model.predict(images, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+    assert "HARD_SWISH" not in op_histogram(to_tflite(model, "int8", representative_images=images))
+    assert op_histogram(to_tflite(model, "dynamic")).get("HARD_SWISH") == 1  # float activations too
