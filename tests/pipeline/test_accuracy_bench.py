@@ -70,3 +70,24 @@ def test_report_has_a_table_per_suite_that_ran():
     text = ab.markdown_report(report)
     assert "| mobilenet_v2 1 | 80.0 | 79.2 | +0.8 | yes | 80.0 | +0.0 | yes |" in text
     assert "Distillation" not in text
+
+
+def test_a_trained_network_is_timed_at_another_resolution_with_its_weights(tmp_path):
+    import numpy as np
+
+    import models
+    from export.evaluate import TFLiteClassifier
+    from export.graph import integer_only_problems
+    from pipeline.train import save_model
+
+    model = models.build("mobilenet_v2", input_shape=(32, 32, 3), num_classes=3, width_multiplier=0.35)
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
+    built_at_64 = models.build("mobilenet_v2", input_shape=(64, 64, 3), num_classes=3, width_multiplier=0.35)
+    built_at_64.set_weights(model.get_weights())
+    np.testing.assert_allclose(ab.at_resolution(model, 64).predict(images, verbose=0),
+                               built_at_64.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
+
+    save_model(model, tmp_path / "model.keras")
+    flatbuffer = ab.int8_at_resolution(tmp_path / "model.keras", 64, tmp_path / "model_int8_64.tflite").read_bytes()
+    assert integer_only_problems(flatbuffer) == []
+    assert TFLiteClassifier(flatbuffer).logits(images).shape == (2, 3)
