@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from export.calibration import quantize_int8
 from export.evaluate import iterate_images
 from export.graph import integer_only_problems
 from models.layers import fused_hard_swish
@@ -117,7 +118,11 @@ def to_tflite(
         # so it cannot see the fake-quant ops), so the default op set is kept; the QAT ranges still make every op
         # int8, and the check below catches any op QAT left in float.
     try:
-        flatbuffer = bytes(converter.convert())
+        if quantization == "int8" and representative_images is not None and not quantization_aware:
+            # TFLite's calibrator mis-records some ranges (export/calibration.py): re-measured before quantizing.
+            flatbuffer = quantize_int8(converter, converter.representative_dataset, tf.as_dtype(io_dtype))
+        else:
+            flatbuffer = bytes(converter.convert())
     except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError, ...
         if errors:  # our own complaint about the representative images, raised inside the converter
             raise errors[0] from error
