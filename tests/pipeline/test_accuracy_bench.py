@@ -24,12 +24,25 @@ def test_distillation_trains_its_teacher_first_and_reads_it_from_the_teacher_run
         assert f"--teacher_checkpoint=/out/{teacher.name}" in student.flags and "--distill_compare" in student.flags
 
 
-def test_channel_pruning_is_compared_with_the_unpruned_network_trained_for_the_same_total_epochs():
-    pruned, baseline = ab.experiments(SETTINGS, ["channels"])
-    assert "--prune=channels" in pruned.flags and "--prune_epochs=2" in pruned.flags
+def test_channel_pruning_is_compared_with_the_unpruned_network_trained_for_the_same_total_epochs(monkeypatch):
+    monkeypatch.setattr(ab, "unpruned_macs", lambda settings, model, width: 24_500_000)
+    baseline, by_ratio, by_macs = ab.experiments(SETTINGS, ["channels"])
     assert baseline.epochs == 8 + 2 * 2 and not baseline.flags  # sparsity training + fine-tuning, 2 epochs each
     command = ab.command(baseline, SETTINGS)
     assert "--epochs=12" in command and "--output_dir=/out/channels_baseline-mobilenet_v2-1" in command
+    assert {"--prune=channels", "--prune_ratio=0.3", "--prune_epochs=2"} <= set(by_ratio.flags)
+    assert {"--prune=channels", "--target_macs=17150000", "--prune_epochs=2"} <= set(by_macs.flags)
+
+
+def test_the_mac_target_is_a_fraction_of_the_unpruned_network_at_the_bench_size(tmp_path):
+    import models
+    from models.complexity import analyze
+
+    for name in ("a", "b", "c"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+    settings = ab.BenchSettings(**{**SETTINGS.__dict__, "dataset": str(tmp_path), "image_size": 32})
+    expected = analyze(models.build("mobilenet_v2", input_shape=(32, 32, 3), num_classes=3)).macs
+    assert ab.unpruned_macs(settings, "mobilenet_v2", 1.0) == expected
 
 
 def test_every_network_gets_a_qat_run_with_its_post_training_baseline():
