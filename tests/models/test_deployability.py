@@ -67,6 +67,7 @@ class Deployed(NamedTuple):
 def deployed(request) -> Deployed:
     """The deployment path, once per network: prune 2:4 -> fit -> strip -> QAT -> fit (the costly part)."""
     name = request.param
+    keras.utils.set_random_seed(0)  # weights and fit shuffling: the same graph, and the same ranges, every run
     model = _build(name, bn_momentum=0.0)
     model(_images(8, seed=1), training=True)  # BatchNorm statistics from data, as in a trained model
     pruning = tfmot.sparsity.keras.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
