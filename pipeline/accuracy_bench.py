@@ -41,7 +41,7 @@ PRUNE_2_4_NETWORKS = (("mobilenet_v3_small", 1.0),)
 CHANNEL_PRUNING_NETWORK = ("mobilenet_v2", 1.0)
 # run-name prefix -> how much to cut: a fraction of the prunable channels (--prune_ratio), or the fraction of the
 # unpruned network's MACs to keep (--target_macs): the ratio removes fewer MACs than channels (small-|gamma|
-# channels sit more often in layers on small feature maps), so the MAC target is what the issue's -30% asks.
+# channels sit more often in layers on small feature maps), so a MAC goal such as -30% needs the MAC target.
 CHANNEL_PRUNING_CUTS = {"channels": ("--prune_ratio", 0.3), "channels_macs70": ("--target_macs", 0.7)}
 
 PTQ_MAX_LOSS, QAT_MAX_LOSS, PRUNE_2_4_MAX_LOSS, CHANNELS_MAX_LOSS = 0.010, 0.005, 0.015, 0.010
