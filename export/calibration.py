@@ -58,10 +58,12 @@ def correct_calibration(calibrated: bytes, dataset: RepresentativeDataset) -> by
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def quantize_int8(converter: tf.lite.TFLiteConverter, dataset: RepresentativeDataset, io_dtype: tf.DType) -> bytes:
-    """Full-integer int8 conversion of `converter` (set up for int8 PTQ) with correctly measured ranges."""
+def quantize_int8(converter: tf.lite.TFLiteConverter, io_dtype: tf.DType) -> bytes:
+    """Full-integer int8 conversion of `converter` (set up for int8 PTQ, with its representative dataset) with
+    correctly measured ranges."""
     from tensorflow.lite.python.convert import mlir_quantize
 
+    dataset = converter.representative_dataset  # read now: convert() wraps it in a RepresentativeDataset
     converter._experimental_calibrate_only = True  # noqa: SLF001  (TFLite's QuantizationDebugger does the same)
     calibrated = correct_calibration(bytes(converter.convert()), dataset)
     return bytes(mlir_quantize(calibrated, input_data_type=io_dtype, output_data_type=io_dtype))

@@ -120,7 +120,7 @@ def to_tflite(
     try:
         if quantization == "int8" and representative_images is not None and not quantization_aware:
             # TFLite's calibrator mis-records some ranges (export/calibration.py): re-measured before quantizing.
-            flatbuffer = quantize_int8(converter, converter.representative_dataset, tf.as_dtype(io_dtype))
+            flatbuffer = quantize_int8(converter, tf.as_dtype(io_dtype))
         else:
             flatbuffer = bytes(converter.convert())
     except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError, ...

@@ -41,6 +41,7 @@ from export.files import write_bytes_atomic, write_text_atomic
 from export.graph import integer_only_problems, op_histogram, xnnpack_partitions
 from export.meta import check_meta_matches_tflite, meta_for_tflite, write_meta
 from pipeline.data import DataSplits
+from pipeline.train import evaluate_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -258,9 +259,8 @@ def post_training_baseline(model: keras.Model, data: DataSplits, run_dir: Path, 
     flatbuffer = to_tflite(model, "int8", representative_images=representative_images(data), io_dtype=io_dtype)
     write_bytes_atomic(Path(run_dir) / PTQ_BASELINE_FILE, flatbuffer)
     images, image_labels = data.val_arrays()
-    keras_logits = model.predict(images, batch_size=max(data.batch_size, 128), verbose=0)
     return {
-        "keras_float": top1_accuracy(keras_logits, image_labels),
+        "keras_float": evaluate_accuracy(model, data),
         "tflite_int8_ptq": top1_accuracy(TFLiteClassifier(flatbuffer).logits(images), image_labels),
         "path": PTQ_BASELINE_FILE,
     }
