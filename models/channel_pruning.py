@@ -2,7 +2,8 @@
 
 Which channels can go is read from the Keras layer graph, not from per-network tables, so every builder in
 `models/` is covered by the same rules. A *prunable group* is a convolution followed by its BatchNorm (whose
-|gamma| ranks the channels) whose output channels are consumed only through layers that keep channels apart:
+|gamma| ranks the channels), or several tied by residual adds, whose output channels are consumed only through
+layers that keep channels apart:
 
 - followers, sliced with the group: its BatchNorm, activations, padding, pooling, Dropout, Flatten of a 1x1 map,
   depthwise convolutions (a depthwise filter follows its input channel) and their BatchNorms;
@@ -12,17 +13,20 @@ Which channels can go is read from the Keras layer graph, not from per-network t
 - consumers, where the walk stops: the next Conv2D or Dense has its input channels (rows) sliced; a grouped
   consumer keeps every kept channel in its original group.
 
-A walk that reaches an `Add`, a `Concatenate`, a `ChannelSplit` or the model output makes the group unprunable:
-channels tied across a residual add (MobileNetV2/V3 projections, ShuffleNetV1's stride-1 units) or a concat
-(ShuffleNets' branches) stay. What remains prunable per network, found by this walk (see the tests):
-MobileNetV1 every pointwise conv and the stem; MobileNetV2/V3 the expansion convs inside inverted residuals (and
-the stem, the head conv, and projections that feed no add); ShuffleNetV2 each branch's first 1x1 conv, the stem
-and conv5; ShuffleNetV1 the bottleneck (first grouped 1x1) of every unit, pruned equally per group so the grouped
-convolutions and the shuffle still line up.
+Residual adds tie channels: at an `Add` the walk takes in its other inputs and goes upstream from them to the
+convolutions that produce them, so every projection of a MobileNetV2/V3 stage (and the stem, where the first
+bottleneck adds to it) is one group with one mask, ranked by the sum of their |gamma|. A walk that reaches a
+`Concatenate`, a `ChannelSplit`, the model input or output, or an add after a shuffle makes the group unprunable.
+What is prunable per network, found by this walk (see the tests): MobileNetV1 every pointwise conv and the stem;
+MobileNetV2/V3 every conv followed by a BatchNorm (expansions alone, projections per residual stage); ShuffleNetV2
+each branch's first 1x1 conv, the stem and conv5 (the branches' outputs meet in concats and splits);
+ShuffleNetV1 the bottleneck (first grouped 1x1) of every unit, pruned equally per group so the grouped
+convolutions and the shuffle still line up (its stride-1 adds sit on the stage's concat output).
 
-The pruned network is rebuilt by cloning the original's functional graph with smaller `filters` on the pruned
-convolutions (`keras.models.clone_model`): same layer classes, names and configurations, so it is an ordinary
-Keras model that can be saved, pruned again, quantization-aware trained and converted like any other. Kept
+The pruned network is the original's functional graph with per-layer channel counts (`with_channels`, which
+`models.registry.build(..., channels=...)` applies to a builder's network): same layer classes, names and
+configurations with smaller `filters`, so it is an ordinary Keras model that can be saved, rebuilt from its
+counts, pruned again, quantization-aware trained and converted like any other. Kept
 weights are copied: conv kernels (output channels, and the next layers' input channels), depthwise kernels,
 BatchNorm gamma/beta/moving mean/variance, SE convs and Dense rows. Removing a channel is exact when its
 BatchNorm output is zero (gamma = beta = 0) and its activation maps zero to zero (ReLU, ReLU6, hard-swish); a
@@ -75,10 +79,16 @@ class Site:
 
 @dataclasses.dataclass(frozen=True)
 class ChannelGroup:
-    """A prunable convolution, the BatchNorm whose gamma ranks its channels, and every layer its channels reach."""
+    """Convolutions whose output channels share one mask, and every layer those channels reach.
+
+    Usually one convolution and its BatchNorm. Projections tied by residual adds form one group with several
+    `convs` (MobileNetV2/V3: every projection of a stage, and the stem where the first bottleneck adds to it).
+    `conv` (the first of `convs` in the model) names the group; `batch_norms` follow `convs` one to one.
+    """
 
     conv: str
-    batch_norm: str
+    convs: tuple[str, ...]
+    batch_norms: tuple[str, ...]
     channels: int
     sites: tuple[Site, ...]
 
@@ -125,65 +135,135 @@ class _Unprunable(Exception):
     pass
 
 
-def _walk(model, consumers, output_ids, tensor, shuffles, sites, seen_multiplies) -> None:
-    if id(tensor) in output_ids:
-        raise _Unprunable("model output")
-    for layer in consumers.get(id(tensor), []):
-        if isinstance(layer, keras.layers.BatchNormalization) or _is_depthwise(layer):
-            sites.append(Site(layer.name, "follow", shuffles))
-            _walk(model, consumers, output_ids, layer.output, shuffles, sites, seen_multiplies)
-        elif isinstance(layer, _PASS_THROUGH) or (
-            isinstance(layer, keras.layers.Flatten) and tuple(layer.input.shape[1:-1]) in ((), (1, 1))
-        ):
-            _walk(model, consumers, output_ids, layer.output, shuffles, sites, seen_multiplies)
-        elif isinstance(layer, ChannelShuffle):
-            _walk(model, consumers, output_ids, layer.output, shuffles + (layer.groups,), sites, seen_multiplies)
-        elif _is_conv(layer):
-            sites.append(Site(layer.name, "input", shuffles, layer.groups))
-        elif isinstance(layer, keras.layers.Dense):
-            sites.append(Site(layer.name, "input", shuffles))
-        elif isinstance(layer, keras.layers.Multiply):
-            if layer.name in seen_multiplies:
-                raise _Unprunable("multiply reached twice")
-            seen_multiplies.add(layer.name)
+class _Walk:
+    """The channel space of one convolution's output: every tensor that must keep exactly its channels.
+
+    Downstream, the space flows through followers and pass-through layers and stops at consumers (the next
+    conv's input rows). At an `Add` every other input joins the space, so the walk also goes upstream from it,
+    through followers and activations, to the convolutions that produce it: they become producers of the same
+    group. Shuffles are followed downstream only; an add reached after a shuffle, a concat, a split, the model
+    input or output, or an unknown layer makes the space unprunable.
+    """
+
+    def __init__(self, model: keras.Model, consumers: dict[int, list]):
+        self.consumers = consumers
+        self.output_ids = {id(t) for t in _flat(model.outputs)}
+        self.sites: dict[tuple[str, str], Site] = {}
+        self.convs: list[str] = []
+        self.batch_norms: list[str] = []
+        self.shuffles_of: dict[int, tuple[int, ...]] = {}  # visited tensors and the shuffles on the way to them
+        self.pending: list = []
+        self.multiplies: set[str] = set()
+
+    def site(self, layer, role: str, shuffles: tuple[int, ...], groups: int = 1) -> None:
+        self.sites.setdefault((layer.name, role), Site(layer.name, role, shuffles, groups))
+
+    def enter(self, tensor, shuffles: tuple[int, ...]) -> bool:
+        """Marks `tensor` part of the space (to be walked downstream); False if it already was."""
+        if id(tensor) in self.shuffles_of:
+            if self.shuffles_of[id(tensor)] != shuffles:
+                raise _Unprunable("one tensor reached with two channel orders")
+            return False
+        if id(tensor) in self.output_ids:
+            raise _Unprunable("model output")
+        self.shuffles_of[id(tensor)] = shuffles
+        self.pending.append(tensor)
+        return True
+
+    def add_producer(self, conv) -> None:
+        following = self.consumers.get(id(conv.output), [])
+        if len(following) != 1 or not isinstance(following[0], keras.layers.BatchNormalization):
+            raise _Unprunable(f"{conv.name} has no BatchNorm of its own to rank its channels")
+        self.site(conv, "output", (), conv.groups)
+        self.convs.append(conv.name)
+        self.batch_norms.append(following[0].name)
+        self.enter(conv.output, ())
+
+    def upstream(self, tensor) -> None:
+        """An add's other input joins the space: walk back to the convolutions that produce it."""
+        if not self.enter(tensor, ()):
+            return
+        layer = _producer(tensor)
+        if _is_conv(layer):
+            self.add_producer(layer)
+        elif isinstance(layer, keras.layers.BatchNormalization) or _is_depthwise(layer):
+            self.site(layer, "follow", ())
+            self.upstream(layer.input)
+        elif isinstance(layer, _GATE_LAYERS):
+            self.upstream(layer.input)
+        elif isinstance(layer, keras.layers.Add):
             for other in _flat(layer.input):
-                if other is not tensor:
-                    sites.append(_excite_conv(consumers, other, shuffles))
-            _walk(model, consumers, output_ids, layer.output, shuffles, sites, seen_multiplies)
-        else:  # Add, Concatenate, ChannelSplit, anything unknown: channels are tied to other tensors
+                self.upstream(other)
+        else:  # the model input, a concat, a split, a shuffle (not followed backwards), anything unknown
             raise _Unprunable(layer.name)
 
+    def downstream(self, tensor) -> None:
+        shuffles = self.shuffles_of[id(tensor)]
+        for layer in self.consumers.get(id(tensor), []):
+            if isinstance(layer, keras.layers.BatchNormalization) or _is_depthwise(layer):
+                self.site(layer, "follow", shuffles)
+                self.enter(layer.output, shuffles)
+            elif isinstance(layer, _PASS_THROUGH) or (
+                isinstance(layer, keras.layers.Flatten) and tuple(layer.input.shape[1:-1]) in ((), (1, 1))
+            ):
+                self.enter(layer.output, shuffles)
+            elif isinstance(layer, ChannelShuffle):
+                self.enter(layer.output, shuffles + (layer.groups,))
+            elif _is_conv(layer):
+                self.site(layer, "input", shuffles, layer.groups)
+            elif isinstance(layer, keras.layers.Dense):
+                self.site(layer, "input", shuffles)
+            elif isinstance(layer, keras.layers.Multiply):
+                if layer.name in self.multiplies:
+                    raise _Unprunable("multiply reached twice")
+                self.multiplies.add(layer.name)
+                for other in _flat(layer.input):
+                    if other is not tensor:
+                        excite = _excite_conv(self.consumers, other)
+                        self.site(excite, "output", shuffles)
+                self.enter(layer.output, shuffles)
+            elif isinstance(layer, keras.layers.Add) and not shuffles:
+                self.enter(layer.output, ())
+                for other in _flat(layer.input):
+                    self.upstream(other)
+            else:  # Concatenate, ChannelSplit, an add after a shuffle, anything unknown: tied to other channels
+                raise _Unprunable(layer.name)
 
-def _excite_conv(consumers, tensor, shuffles) -> Site:
+    def group(self, channels: int) -> ChannelGroup:
+        while self.pending:
+            self.downstream(self.pending.pop())
+        return ChannelGroup(self.convs[0], tuple(self.convs), tuple(self.batch_norms), channels,
+                            tuple(self.sites.values()))
+
+
+def _excite_conv(consumers, tensor) -> keras.layers.Layer:
     """Back from a Multiply's gate through weightless element-wise layers to the conv whose outputs must follow."""
     while True:
         if len(consumers.get(id(tensor), [])) != 1:
             raise _Unprunable("gate used elsewhere")
         layer = _producer(tensor)
         if _is_conv(layer) and layer.groups == 1:
-            return Site(layer.name, "output", shuffles)
+            return layer
         if not isinstance(layer, _GATE_LAYERS):
             raise _Unprunable(layer.name)
         tensor = layer.input
 
 
 def prunable_groups(model: keras.Model) -> list[ChannelGroup]:
-    """Every convolution whose output channels can be removed, with the layers that must follow it."""
+    """Every set of convolutions whose output channels can be removed, with the layers that must follow them."""
     consumers = _consumers(model)
-    output_ids = {id(t) for t in _flat(model.outputs)}
-    groups = []
+    groups, claimed = [], set()
     for layer in model.layers:
-        if not _is_conv(layer):
+        if not _is_conv(layer) or layer.name in claimed:
             continue
-        following = consumers.get(id(layer.output), [])
-        if len(following) != 1 or not isinstance(following[0], keras.layers.BatchNormalization):
-            continue
-        sites = [Site(layer.name, "output", (), layer.groups)]
+        walk = _Walk(model, consumers)
         try:
-            _walk(model, consumers, output_ids, layer.output, (), sites, set())
+            walk.add_producer(layer)
+            group = walk.group(layer.filters)
         except _Unprunable:
             continue
-        groups.append(ChannelGroup(layer.name, following[0].name, layer.filters, tuple(sites)))
+        claimed.update(group.convs)
+        groups.append(group)
     return groups
 
 
@@ -268,8 +348,12 @@ def _consistent(group: ChannelGroup, keep: np.ndarray) -> bool:
 
 
 def gammas(model: keras.Model, groups: Sequence[ChannelGroup]) -> dict[str, np.ndarray]:
-    """|gamma| of each group's BatchNorm, the Network Slimming channel score."""
-    return {g.conv: np.abs(model.get_layer(g.batch_norm).gamma.numpy()) for g in groups}
+    """|gamma| of each group's BatchNorm, the Network Slimming channel score.
+
+    For projections tied by residual adds, the sum over their BatchNorms: a channel of the residual stream is the
+    sum of their outputs, so its scale is bounded by the sum, and it can go only if it is small in all of them.
+    """
+    return {g.conv: sum(np.abs(model.get_layer(bn).gamma.numpy()) for bn in g.batch_norms) for g in groups}
 
 
 # ------------------------------------------------------------------------------------------------- selection
@@ -401,17 +485,35 @@ def macs_after(
 # --------------------------------------------------------------------------------------------------- rebuild
 
 
-def _new_filters(groups: Sequence[ChannelGroup], keep: dict[str, np.ndarray]) -> dict[str, int]:
-    filters = {}
+def with_channels(model: keras.Model, channels: dict[str, int]) -> keras.Model:
+    """`model`'s network (fresh weights) with `channels` output channels for the named prunable convolutions.
+
+    Keys are producer convolutions (`channel_counts` of a pruned model gives them all); convs tied by a residual
+    add must get the same count, and an SE excite conv follows the channels it gates. Counts must be multiples of
+    the group's unit (its convolution groups and shuffles) and at most the original's.
+    """
+    groups = prunable_groups(model)
+    group_of = {conv: group for group in groups for conv in group.convs}
+    unknown = sorted(set(channels) - set(group_of))
+    if unknown:
+        raise ChannelPruningError(f"Not prunable in {model.name}: {unknown}; prunable: {sorted(group_of)}.")
+    filters: dict[str, int] = {}
     for group in groups:
+        counts = {channels[conv] for conv in group.convs if conv in channels}
+        if len(counts) > 1:
+            raise ChannelPruningError(
+                f"{list(group.convs)} are tied by residual adds and need one channel count; got {sorted(counts)}."
+            )
+        count = counts.pop() if counts else group.channels
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 0 < count <= group.channels \
+                or count % group.unit:
+            raise ChannelPruningError(
+                f"{group.conv}: channel count must be a positive multiple of {group.unit} up to {group.channels}, "
+                f"got {count!r}."
+            )
         for site in group.sites:
             if site.role == "output":
-                filters[site.layer] = len(keep[group.conv])
-    return filters
-
-
-def _rebuild(model: keras.Model, keep: dict[str, np.ndarray], groups: Sequence[ChannelGroup]) -> keras.Model:
-    filters = _new_filters(groups, keep)
+                filters[site.layer] = int(count)
 
     def clone(layer):
         config = layer.get_config()
@@ -468,7 +570,7 @@ def prune_channels(model: keras.Model, keep: dict[str, np.ndarray]) -> keras.Mod
                 input_source[site.layer] = (source, site.groups)
             else:
                 output_source[site.layer] = source
-    pruned = _rebuild(model, keep, groups)
+    pruned = with_channels(model, {conv: len(keep[g.conv]) for g in groups for conv in g.convs})
     for layer in pruned.layers:
         original = model.get_layer(layer.name)
         weights = original.get_weights()
@@ -500,7 +602,7 @@ def prune_channels(model: keras.Model, keep: dict[str, np.ndarray]) -> keras.Mod
 
 def channel_counts(model: keras.Model) -> dict[str, int]:
     """Output channels of every prunable conv: the per-layer channel counts a pruned network was built with."""
-    return {g.conv: g.channels for g in prunable_groups(model)}
+    return {conv: g.channels for g in prunable_groups(model) for conv in g.convs}
 
 
 def slim(

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import tf_keras as keras
 
+from models import channel_pruning
 from models.layers import ACTIVATIONS
 
 MIN_INPUT_SIZE = 32
@@ -57,11 +58,14 @@ def build(
     dropout: float | None = None,
     activation: str | None = None,
     weights: str | None = None,
+    channels: dict[str, int] | None = None,
     **network_options,
 ) -> keras.Model:
     """Build a network by name; it outputs logits. `dropout=None` and `activation=None` mean the paper's choice.
 
     `weights="imagenet"` (MobileNet V1/V2/V3) copies keras.applications' ImageNet weights onto our layers.
+    `channels` gives per-layer output channel counts (a channel-pruned network: `channel_pruning.channel_counts`
+    of it) for the convolutions `models.channel_pruning` can prune; the rest keep the table's.
     """
     input_shape = tuple(input_shape)
     _check_common_arguments(name, input_shape, num_classes, width_multiplier, activation)
@@ -76,6 +80,10 @@ def build(
         **entry.options,
         **network_options,
     )
+    if channels:
+        if weights is not None:
+            raise ValueError("weights and channels cannot be combined: pretrained weights fit the table's widths only.")
+        model = channel_pruning.with_channels(model, channels)
     if weights is not None:
         from models.imagenet_weights import load_imagenet_weights
 

@@ -56,12 +56,14 @@ class ChannelPruneResult:
             "params": self.params,
             "channel_prune_val_accuracy": self.val_accuracy,
             "channel_prune_iterations": self.iterations,
+            # Per-layer output channels: models.registry.build(..., channels=...) builds this network again.
+            "channels": self.channels,
         }
 
 
 def with_gamma_l1(model: keras.Model, l1: float) -> keras.Model:
     """A copy of `model` (same weights) whose channel-ranking BatchNorms carry an L1 penalty on gamma."""
-    ranking = {group.batch_norm for group in channel_pruning.prunable_groups(model)}
+    ranking = {bn for group in channel_pruning.prunable_groups(model) for bn in group.batch_norms}
 
     def clone(layer):
         config = layer.get_config()

@@ -137,7 +137,7 @@ def _channel_pruning_complexity(prune: dict[str, Any] | None, trained: dict[str,
         return {}
     return {"params": prune["params"], "macs": prune["macs"], "memory_access_cost": prune["memory_access_cost"],
             "params_before_pruning": prune["params_before_pruning"],
-            "macs_before_pruning": prune["macs_before_pruning"],
+            "macs_before_pruning": prune["macs_before_pruning"], "channels": prune.get("channels"),
             "memory_access_cost_before_pruning": trained.get("memory_access_cost")}
 
 

@@ -25,33 +25,43 @@ def _build(name: str, width: float, **options) -> keras.Model:
     return model
 
 
-# (name, width, options, groups that must be prunable, layer-name parts that must never be pruned)
+# (name, width, options, groups that must be prunable, layer-name parts that must never be pruned,
+#  convs that must be one group because residual adds tie them)
 CASES = {
-    "mobilenet_v1": ("mobilenet_v1", 0.25, {}, ["conv1", "conv_pw_1", "conv_pw_13"], []),
-    # Residual adds tie the projections: only those feeding no add are prunable; expansions always are.
-    "mobilenet_v2": ("mobilenet_v2", 0.25, {}, ["expanded_conv_1/expand", "expanded_conv_16/expand", "Conv_1"],
-                     ["expanded_conv_2/project", "expanded_conv_1/project"]),
-    # SE: the excite conv's outputs follow the expansion they gate.
-    "mobilenet_v3_small": ("mobilenet_v3_small", 0.25, {}, ["expanded_conv_3/expand", "Conv_1"],
-                           ["expanded_conv_4/project"]),
+    "mobilenet_v1": ("mobilenet_v1", 0.25, {}, ["conv1", "conv_pw_1", "conv_pw_13"], [], []),
+    # Residual adds tie a stage's projections into one group; expansions are groups of their own.
+    "mobilenet_v2": ("mobilenet_v2", 0.25, {}, ["expanded_conv_1/expand", "expanded_conv_16/expand", "Conv_1"], [],
+                     ["expanded_conv_3/project", "expanded_conv_4/project", "expanded_conv_5/project"]),
+    # SE: the excite conv's outputs follow the expansion they gate; V3-Large's first bneck adds to the stem
+    # (from width 0.75, where both have 16 channels).
+    # At width 0.25 the 40- and 48-channel rows both round to 16, so the adds tie five projections.
+    "mobilenet_v3_small": ("mobilenet_v3_small", 0.25, {}, ["expanded_conv_3/expand", "Conv_1"], [],
+                           [f"expanded_conv_{block}/project" for block in range(3, 8)]),
+    "mobilenet_v3_large": ("mobilenet_v3_large", 0.75, {}, ["expanded_conv_1/expand"], [],
+                           ["Conv", "expanded_conv/project"]),
     # Groups: the bottleneck (gconv1) pruned equally per group; gconv2 feeds the add/concat and stays.
     "shufflenet_v1": ("shufflenet_v1", 0.25, {"groups": 3}, ["stage2/unit1/gconv1", "stage3/unit2/gconv1"],
-                      ["gconv2"]),
+                      ["gconv2"], []),
     # Split/concat: only each branch's inside (1x1 expand + depthwise) and the stem/conv5.
     "shufflenet_v2": ("shufflenet_v2", 0.5, {}, ["conv1", "stage2/unit2/branch2/expand", "conv5"],
-                      ["branch2/project", "branch1/project"]),
+                      ["branch2/project", "branch1/project"], []),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rebuilt_network_equals_original_with_silenced_channels(case):
-    name, width, options, prunable, never = CASES[case]
+    name, width, options, prunable, never, tied = CASES[case]
     model = _build(name, width, **options)
     groups = {g.conv: g for g in channel_pruning.prunable_groups(model)}
     assert set(prunable) <= set(groups), sorted(groups)
-    assert not [conv for conv in groups if any(part in conv for part in never)]
+    producers = [conv for g in groups.values() for conv in g.convs]
+    assert not [conv for conv in producers if any(part in conv for part in never)]
+    if tied:
+        assert [g.convs for g in groups.values() if tied[0] in g.convs] == [tuple(tied)]
 
     keep = channel_pruning.select_channels(model, prune_ratio=0.5)
+    if tied:  # summed |gamma| ranks a tied group high; cut it by hand too (every other channel, one mask)
+        keep[tied[0]] = np.arange(0, groups[tied[0]].channels, 2)
     channel_pruning.silence_removed_channels(model, keep)
     pruned = channel_pruning.prune_channels(model, keep)
 
@@ -63,8 +73,17 @@ def test_rebuilt_network_equals_original_with_silenced_channels(case):
     # An ordinary network again: same layer names, prunable once more, with the kept counts.
     assert [layer.name for layer in pruned.layers] == [layer.name for layer in model.layers]
     counts = channel_pruning.channel_counts(pruned)
-    assert all(counts[conv] == len(keep[conv]) for conv in counts)
-    assert any(counts[conv] < groups[conv].channels for conv in counts)
+    assert counts == {conv: len(keep[g.conv]) for g in groups.values() for conv in g.convs}
+    assert any(len(keep[conv]) < g.channels for conv, g in groups.items())
+    if tied:  # the tied group was cut too (every projection of the stage, with one mask)
+        assert len({counts[conv] for conv in tied}) == 1 and counts[tied[0]] < groups[tied[0]].channels
+    # The same network from the builder with these per-layer counts: same layers, shapes and configurations.
+    rebuilt = registry.build(name, input_shape=INPUT_SHAPE, num_classes=5, width_multiplier=width,
+                             channels=counts, **options)
+    assert [(layer.name, layer.output_shape) for layer in rebuilt.layers] == \
+        [(layer.name, layer.output_shape) for layer in pruned.layers]
+    rebuilt.set_weights(pruned.get_weights())
+    np.testing.assert_allclose(rebuilt(images, training=False), pruned(images, training=False), atol=1e-5)
     if case == "shufflenet_v1":
         assert all(count % 3 == 0 for count in counts.values())
     if case == "mobilenet_v3_small":
@@ -109,6 +128,18 @@ def test_bad_keep_is_a_clear_error(small_network):
         channel_pruning.prune_channels(small_network, {"conv_dw_2": np.arange(4)})
     with pytest.raises(ValueError, match="distinct channel indices"):
         channel_pruning.prune_channels(small_network, {"conv_pw_2": np.array([0, 0])})
+
+
+def test_bad_channel_counts_are_a_clear_error():
+    options = dict(input_shape=INPUT_SHAPE, num_classes=5, width_multiplier=0.25)
+    with pytest.raises(ValueError, match="Not prunable"):
+        registry.build("mobilenet_v1", channels={"conv_dw_2": 8}, **options)
+    with pytest.raises(ValueError, match="positive multiple of 1 up to 32, got 33"):
+        registry.build("mobilenet_v1", channels={"conv_pw_2": 33}, **options)
+    with pytest.raises(ValueError, match="tied by residual adds"):
+        registry.build("mobilenet_v2", channels={"expanded_conv_1/project": 8, "expanded_conv_2/project": 16}, **options)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        registry.build("mobilenet_v2", channels={"Conv_1": 8}, weights="imagenet", **options)
 
 
 def test_pruned_network_converts_to_int8(small_network):
