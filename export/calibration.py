@@ -8,9 +8,17 @@ then gets the range of the hard-swish output, about 6x too wide: measured on a t
 (imagenette, 64 px) int8 top-1 fell from 66.7% (float) to 53.6%. The same happens, milder, to residual ADDs.
 
 So the converter is asked for its calibrated float model only (`_experimental_calibrate_only`, the path TFLite's
-own QuantizationDebugger uses), every logged range is replaced by the min/max read off a float interpreter that
-keeps all tensors (`experimental_preserve_all_tensors`, no delegate, so nothing is shared or fused away), and
-the model is quantized from those ranges with the converter's own MLIR quantizer.
+own QuantizationDebugger uses), every logged range is replaced by one read off a float interpreter that keeps all
+tensors (`experimental_preserve_all_tensors`, no delegate, so nothing is shared or fused away), and the model is
+quantized from those ranges with the converter's own MLIR quantizer.
+
+The range of a tensor is not the plain min/max over every calibration image but the 1st percentile of the images'
+minima and the 99th percentile of their maxima (`RANGE_PERCENTILE`): one image with an extreme activation no
+longer widens the int8 step for all the others. Measured on trained networks (imagenette, 64 px, 200 calibration
+images, 3,925 held-out images, a point is 39 images; float -> int8 with plain min/max -> int8 with this range):
+MobileNetV3-Large 66.73 -> 65.66 -> 66.78, MobileNetV3-Small 66.17 -> 65.25 -> 65.81, ShuffleNetV2 60.41 -> 60.33
+-> 60.51, MobileNetV2 64.48 -> 64.71 -> 64.74, MobileNetV1 0.5 52.33 -> 52.84 -> 52.69, ShuffleNetV1 0.5
+58.78 -> 58.73 -> 58.57. (`method="nearest"`: an interpolated percentile would still let the extreme leak in.)
 """
 from __future__ import annotations
 
@@ -22,8 +30,12 @@ import tensorflow as tf
 RepresentativeDataset = Callable[[], Iterable[list[np.ndarray]]]
 
 
+RANGE_PERCENTILE = 99.0
+
+
 def observed_ranges(calibrated: bytes, dataset: RepresentativeDataset, tensors: Iterable[int]) -> dict[int, tuple]:
-    """(min, max) of each tensor index over `dataset`, from a float interpreter whose tensors are never shared."""
+    """(low, high) of each tensor index over `dataset` from a float interpreter whose tensors are never shared:
+    the (100 - RANGE_PERCENTILE)th percentile of the per-image minima and the RANGE_PERCENTILEth of the maxima."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True,
@@ -31,16 +43,17 @@ def observed_ranges(calibrated: bytes, dataset: RepresentativeDataset, tensors: 
     interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     tensors = list(tensors)
-    low = dict.fromkeys(tensors, np.inf)
-    high = dict.fromkeys(tensors, -np.inf)
+    minima: list[list[float]] = []
+    maxima: list[list[float]] = []
     for (image,) in dataset():
         interpreter.set_tensor(input_index, image)
         interpreter.invoke()
-        for index in tensors:
-            values = interpreter.get_tensor(index)
-            low[index] = min(low[index], float(values.min()))
-            high[index] = max(high[index], float(values.max()))
-    return {index: (low[index], high[index]) for index in tensors}
+        values = [interpreter.get_tensor(index) for index in tensors]
+        minima.append([float(v.min()) for v in values])
+        maxima.append([float(v.max()) for v in values])
+    low = np.percentile(np.asarray(minima), 100.0 - RANGE_PERCENTILE, axis=0, method="nearest")
+    high = np.percentile(np.asarray(maxima), RANGE_PERCENTILE, axis=0, method="nearest")
+    return {index: (float(low[i]), float(high[i])) for i, index in enumerate(tensors)}
 
 
 def correct_calibration(calibrated: bytes, dataset: RepresentativeDataset) -> bytes:
