@@ -91,8 +91,8 @@ def experiments(settings: BenchSettings, suites: Sequence[str]) -> list[Experime
                     for model, width in PRUNE_2_4_NETWORKS]
     if "channels" in suites:
         model, width = CHANNEL_PRUNING_NETWORK
-        # One pruning iteration = sparsity training + fine-tuning, each fine_tune_epochs long.
-        total_epochs = settings.epochs + 2 * settings.fine_tune_epochs
+        # Sparsity training is the training itself (L1 on gamma); one pruning iteration adds fine_tune_epochs.
+        total_epochs = settings.epochs + settings.fine_tune_epochs
         planned.append(Experiment(f"channels_baseline-{model}-{width:g}", "channels", model, width,
                                   epochs=total_epochs))
         for prefix, (flag, value) in CHANNEL_PRUNING_CUTS.items():

@@ -3,13 +3,15 @@
 Unlike TF-MOT's pruning (pipeline/prune.py), which zeroes weights and keeps every shape, this removes channels:
 the result is a smaller ordinary Keras model (models/channel_pruning.py) that is faster on every runtime.
 
-Each iteration: (1) sparsity training, the model cloned with `gamma_regularizer=L1(l1)` on the BatchNorms that
-rank prunable channels. A regularizer set on an already-built layer is not collected into `model.losses`, so
-the clean way is a clone from config with the regularizer in it, weights copied (rather than `add_loss`
-callables that would be saved with the model); (2) channel selection by one global |gamma| ranking and the
-rebuild, which drops the regularizer again; (3) fine-tuning. With `iterations` N, each iteration removes an
-equal share: `1 - (1 - prune_ratio) ** (1 / N)` of the prunable channels left, or the MACs target interpolated
-geometrically from the model's MACs to `target_macs`.
+As in the paper, the sparsity training is the ordinary training with an L1 penalty on the gamma of the
+BatchNorms that rank prunable channels: with `--prune channels` the train stage trains `with_gamma_l1(model)`.
+A regularizer set on an already-built layer is not collected into `model.losses`, so the clean way is a clone from
+config with the regularizer in it, weights copied (rather than `add_loss` callables that would be saved with the
+model). Each iteration here then (1) selects channels by one global |gamma| ranking and rebuilds the network
+without the rest (which drops the regularizer), and (2) fine-tunes it: with the L1 penalty again when another
+iteration follows (its sparsity training), without it after the last. With `iterations` N, each iteration removes
+an equal share: `1 - (1 - prune_ratio) ** (1 / N)` of the prunable channels left, or the MACs target interpolated
+geometrically from the model's MACs to `target_macs`. Total epochs: the training's plus N x `finetune_epochs`.
 """
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ def with_gamma_l1(model: keras.Model, l1: float) -> keras.Model:
     return sparse
 
 
-def _check_arguments(prune_ratio, target_macs, iterations, sparsity_epochs, finetune_epochs, l1, learning_rate):
+def _check_arguments(prune_ratio, target_macs, iterations, finetune_epochs, l1, learning_rate):
     if (prune_ratio is None) == (target_macs is None):
         raise ChannelPruneError("Give exactly one of prune_ratio (a fraction in (0, 1)) or target_macs (a MAC count).")
     if prune_ratio is not None and (isinstance(prune_ratio, bool) or not 0.0 < float(prune_ratio) < 1.0):
@@ -86,9 +88,8 @@ def _check_arguments(prune_ratio, target_macs, iterations, sparsity_epochs, fine
         raise ChannelPruneError(f"target_macs must be a positive int, got {target_macs!r}.")
     if not isinstance(iterations, int) or iterations < 1:
         raise ChannelPruneError(f"iterations must be a positive int, got {iterations!r}.")
-    for name, value in (("sparsity_epochs", sparsity_epochs), ("finetune_epochs", finetune_epochs)):
-        if not isinstance(value, int) or value < 0:
-            raise ChannelPruneError(f"{name} must be a non-negative int, got {value!r}.")
+    if not isinstance(finetune_epochs, int) or finetune_epochs < 0:
+        raise ChannelPruneError(f"finetune_epochs must be a non-negative int, got {finetune_epochs!r}.")
     if not l1 >= 0:
         raise ChannelPruneError(f"l1 must be >= 0, got {l1!r}.")
     if not learning_rate > 0:
@@ -114,13 +115,13 @@ def channel_prune_and_finetune(
     prune_ratio: float | None = None,
     target_macs: int | None = None,
     iterations: int = 1,
-    sparsity_epochs: int = 1,
     finetune_epochs: int = 1,
     l1: float = DEFAULT_L1,
     learning_rate: float = 1e-3,
 ) -> ChannelPruneResult:
-    """Sparsity-train, prune channels to `prune_ratio` or `target_macs`, fine-tune; `iterations` times."""
-    _check_arguments(prune_ratio, target_macs, iterations, sparsity_epochs, finetune_epochs, l1, learning_rate)
+    """Prune channels of a sparsity-trained `model` to `prune_ratio` or `target_macs` and fine-tune; `iterations`
+    times (fine-tunes before another iteration keep the L1 penalty on gamma)."""
+    _check_arguments(prune_ratio, target_macs, iterations, finetune_epochs, l1, learning_rate)
     before = complexity.analyze(model)
     if target_macs is not None and target_macs >= before.macs:
         raise ChannelPruneError(f"target_macs must be below the model's {before.macs:,} MACs, got {target_macs:,}.")
@@ -128,18 +129,17 @@ def channel_prune_and_finetune(
     records = []
     current = model
     for iteration in range(1, iterations + 1):
-        step_dir = work_dir / f"iteration_{iteration}"
-        sparse = with_gamma_l1(current, l1)
-        _train(sparse, data, sparsity_epochs, learning_rate, step_dir / "sparsity")
         if prune_ratio is not None:
             step = {"prune_ratio": 1.0 - (1.0 - prune_ratio) ** (1.0 / iterations)}
         else:
             step = {"target_macs": int(before.macs * (target_macs / before.macs) ** (iteration / iterations))}
-        if step.get("target_macs", 0) >= complexity.analyze(sparse).macs:  # an earlier step overshot: no cut here
-            current = channel_pruning.prune_channels(sparse, {})  # drops the regularizer, keeps every channel
+        if step.get("target_macs", 0) >= complexity.analyze(current).macs:  # an earlier step overshot: no cut here
+            current = channel_pruning.prune_channels(current, {})  # drops the regularizer, keeps every channel
         else:
-            current = channel_pruning.prune_channels(sparse, channel_pruning.select_channels(sparse, **step))
-        _train(current, data, finetune_epochs, learning_rate, step_dir / "finetune")
+            current = channel_pruning.prune_channels(current, channel_pruning.select_channels(current, **step))
+        if iteration < iterations:
+            current = with_gamma_l1(current, l1)  # this fine-tune is the next iteration's sparsity training
+        _train(current, data, finetune_epochs, learning_rate, work_dir / f"iteration_{iteration}")
         costs = complexity.analyze(current)
         record = {"iteration": iteration, **step, "macs": costs.macs, "params": costs.params,
                   "val_accuracy": evaluate_accuracy(current, data)}

@@ -98,7 +98,7 @@ class RunConfig:
     prune_epochs: int | None = None
     prune_ratio: float | None = None  # --prune=channels: fraction of prunable channels removed
     target_macs: int | None = None  # --prune=channels: or prune until the model has at most this many MACs
-    prune_iterations: int = 1  # --prune=channels: sparsity-train, prune, fine-tune this many times
+    prune_iterations: int = 1  # --prune=channels: prune and fine-tune this many times after sparsity training
     qat: bool = False
     qat_epochs: int | None = None
     quantize: str = "int8"

@@ -47,7 +47,8 @@ flags.DEFINE_string("prune", "none", "none | 2:4 | xnnpack | magnitude (TF-MOT, 
                     "Slimming: removes channels, so the model gets faster).")
 flags.DEFINE_float("prune_ratio", None, "--prune=channels: fraction of prunable channels to remove, in (0, 1).")
 flags.DEFINE_integer("target_macs", None, "--prune=channels: prune until the model has at most this many MACs.")
-flags.DEFINE_integer("prune_iterations", 1, "--prune=channels: rounds of sparsity training, pruning, fine-tuning.")
+flags.DEFINE_integer("prune_iterations", 1, "--prune=channels: rounds of pruning and fine-tuning (each --prune_epochs) after "
+                     "the sparsity training (training with L1 on BatchNorm gamma).")
 flags.DEFINE_float("prune_sparsity", 0.5, "Target sparsity in (0, 1) for xnnpack and magnitude pruning.")
 flags.DEFINE_integer("prune_epochs", None, "Fine-tuning epochs while pruning (default: epochs / 4).")
 flags.DEFINE_boolean("qat", False, "Quantization-aware fine-tuning (TF-MOT) before int8 conversion.")

@@ -196,6 +196,12 @@ class _Run:
 
         def action():
             student = self.build_network(config.model, config.width_multiplier)
+            if config.prune == "channels":
+                from pipeline.channel_prune import DEFAULT_L1, with_gamma_l1
+
+                log.info("sparsity training for channel pruning: L1 %g on the gamma of channel-ranking BatchNorms",
+                         DEFAULT_L1)
+                student = with_gamma_l1(student, DEFAULT_L1)
             if teacher_path is None:
                 result = train(student, self.data, self.settings, self.path("train"))
             else:
@@ -209,6 +215,10 @@ class _Run:
                     "distilled": teacher_path is not None}
 
         inputs = self.network_inputs(config.model, config.width_multiplier)
+        if config.prune == "channels":
+            from pipeline.channel_prune import DEFAULT_L1
+
+            inputs["gamma_l1"] = DEFAULT_L1
         if teacher_path is not None:
             inputs["teacher"] = {"digest": file_digest(teacher_path), "temperature": config.distill_temperature,
                                  "alpha": config.distill_alpha}
@@ -256,8 +266,7 @@ class _Run:
 
             result = channel_prune_and_finetune(
                 load_model(self.path(source)), self.data, self.run_dir, prune_ratio=config.prune_ratio,
-                target_macs=config.target_macs, iterations=config.prune_iterations,
-                sparsity_epochs=config.prune_epochs, finetune_epochs=config.prune_epochs,
+                target_macs=config.target_macs, iterations=config.prune_iterations, finetune_epochs=config.prune_epochs,
                 learning_rate=config.learning_rate * PRUNE_LEARNING_RATE_FACTOR,
             )
             save_model(result.model, self.path(PRUNED_MODEL))

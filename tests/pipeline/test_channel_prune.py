@@ -21,7 +21,7 @@ def test_two_iterations_shrink_the_network_and_report_costs(tiny_data, tmp_path)
 
     model = tiny_network(tiny_data)
     result = channel_prune_and_finetune(
-        model, tiny_data, tmp_path, prune_ratio=0.5, iterations=2, sparsity_epochs=1, finetune_epochs=1
+        model, tiny_data, tmp_path, prune_ratio=0.5, iterations=2, finetune_epochs=1
     )
     metrics = result.metrics()
     assert metrics["macs"] < 0.8 * metrics["macs_before_pruning"]

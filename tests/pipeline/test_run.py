@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import tf_keras as keras
 
 from pipeline import run as run_module
 from pipeline.config import RunConfig, write_config
-from pipeline.train import build_network, save_model
+from pipeline.train import build_network, load_model, save_model
 from tests.pipeline.conftest import TINY_MODEL, TINY_WIDTH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,3 +170,22 @@ def test_device_benchmark_pushes_the_binary_given_by_the_flag(monkeypatch, tmp_p
     monkeypatch.setattr(export.adb, "benchmark_device", benchmark_device)
     results = workflow.benchmark({"quantized": tmp_path / "model_int8.tflite"}, "adb", 2, "/opt/benchmark_model")
     assert calls == [("model_int8.tflite", 2, "/opt/benchmark_model")] and results["quantized"]["latency_ms"] == 1.0
+
+
+def test_channel_pruning_run_trains_sparse_then_records_a_rebuildable_network(tmp_path, image_folder):
+    import models
+    from models.complexity import analyze
+
+    run_dir = tmp_path / "run"
+    assert run_module.main(tiny_flags(image_folder, run_dir, "--prune=channels", "--prune_ratio=0.5",
+                                      "--prune_epochs=1", "--quantize=none", "--device=none")) == 0
+    # The sparsity training is the train stage: its model carries the L1 penalty on the ranking gammas.
+    trained = load_model(run_dir / "model.keras")
+    assert any(isinstance(layer, keras.layers.BatchNormalization) and layer.gamma_regularizer is not None
+               for layer in trained.layers)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["macs"] < metrics["macs_before_pruning"] and metrics["params"] < metrics["params_before_pruning"]
+    pruned = load_model(run_dir / "model_pruned.keras")
+    rebuilt = models.build(TINY_MODEL, input_shape=(32, 32, 3), num_classes=metrics["dataset"]["num_classes"],
+                           width_multiplier=TINY_WIDTH, channels=metrics["channels"])
+    assert analyze(rebuilt).macs == metrics["macs"] == analyze(pruned).macs
