@@ -142,9 +142,14 @@ def test_bad_channel_counts_are_a_clear_error():
         registry.build("mobilenet_v2", channels={"Conv_1": 8}, weights="imagenet", **options)
 
 
-def test_pruned_network_converts_to_int8(small_network):
+def test_pruned_network_is_pruned_again_quantization_aware_trained_and_converted(small_network):
     from export.convert import to_tflite
+    from export.graph import integer_only_problems
+    from models.quantization import quantize_model
 
     pruned = channel_pruning.slim(small_network, prune_ratio=0.4)
+    twice = channel_pruning.slim(pruned, prune_ratio=0.4)
+    assert complexity.analyze(twice).macs < complexity.analyze(pruned).macs
     images = np.random.default_rng(2).uniform(-1, 1, size=(4, *INPUT_SHAPE)).astype("float32")
-    assert len(to_tflite(pruned, "int8", representative_images=images)) > 0
+    assert not integer_only_problems(to_tflite(twice, "int8", representative_images=images))
+    assert not integer_only_problems(to_tflite(quantize_model(twice), "int8"))
