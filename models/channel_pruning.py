@@ -59,8 +59,9 @@ _PASS_THROUGH = (
     keras.layers.AveragePooling2D,
     keras.layers.GlobalAveragePooling2D,
 )
-# Weightless element-wise layers between an SE excite conv and its Multiply.
-_GATE_LAYERS = (keras.layers.ReLU, keras.layers.Activation, HardSwish, HardSigmoid)
+# Weightless element-wise activations: between an SE excite conv and its Multiply, and walked back through from
+# an add to the convolutions that produce its inputs.
+_ELEMENTWISE = (keras.layers.ReLU, keras.layers.Activation, HardSwish, HardSigmoid)
 
 
 class ChannelPruningError(ValueError):
@@ -189,7 +190,7 @@ class _Walk:
         elif isinstance(layer, keras.layers.BatchNormalization) or _is_depthwise(layer):
             self.site(layer, "follow", ())
             self.upstream(layer.input)
-        elif isinstance(layer, _GATE_LAYERS):
+        elif isinstance(layer, _ELEMENTWISE):
             self.upstream(layer.input)
         elif isinstance(layer, keras.layers.Add):
             for other in _flat(layer.input):
@@ -244,7 +245,7 @@ def _excite_conv(consumers, tensor) -> keras.layers.Layer:
         layer = _producer(tensor)
         if _is_conv(layer) and layer.groups == 1:
             return layer
-        if not isinstance(layer, _GATE_LAYERS):
+        if not isinstance(layer, _ELEMENTWISE):
             raise _Unprunable(layer.name)
         tensor = layer.input
 
