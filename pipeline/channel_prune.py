@@ -137,12 +137,13 @@ def channel_prune_and_finetune(
             current = channel_pruning.prune_channels(current, {})  # drops the regularizer, keeps every channel
         else:
             current = channel_pruning.prune_channels(current, channel_pruning.select_channels(current, **step))
+        before_finetune = evaluate_accuracy(current, data)  # how much the cut itself cost
         if iteration < iterations:
             current = with_gamma_l1(current, l1)  # this fine-tune is the next iteration's sparsity training
         _train(current, data, finetune_epochs, learning_rate, work_dir / f"iteration_{iteration}")
         costs = complexity.analyze(current)
         record = {"iteration": iteration, **step, "macs": costs.macs, "params": costs.params,
-                  "val_accuracy": evaluate_accuracy(current, data)}
+                  "val_accuracy_before_finetune": before_finetune, "val_accuracy": evaluate_accuracy(current, data)}
         log.info("channel pruning iteration %d: %s", iteration, record)
         records.append(record)
     return ChannelPruneResult(

@@ -34,6 +34,7 @@ def test_two_iterations_shrink_the_network_and_report_costs(tiny_data, tmp_path)
     unpruned = channel_counts(model)
     assert metrics["channels"] == result.channels and any(result.channels[c] < unpruned[c] for c in unpruned)
     assert 0.0 <= result.val_accuracy <= 1.0
+    assert all(0.0 <= r["val_accuracy_before_finetune"] <= 1.0 for r in result.iterations)
     images = next(iter(tiny_data.val))[0]
     assert result.model(images, training=False).shape == (images.shape[0], tiny_data.num_classes)
 
