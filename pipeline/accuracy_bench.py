@@ -69,6 +69,7 @@ class BenchSettings:
     fine_tune_epochs: int
     batch_size: int
     seed: int
+    latency_repeats: int = 5  # interleaved timing rounds per channel-pruning pair
 
 
 def experiments(settings: BenchSettings, suites: Sequence[str]) -> list[Experiment]:
@@ -225,7 +226,7 @@ def time_int8_pair(paths: dict[str, Path], repeats: int) -> dict[str, float]:
     return {name: result.latency_ms for name, result in zip(names, results)}
 
 
-def run_benchmark(settings: BenchSettings, suites: Sequence[str], latency_repeats: int = 5) -> dict[str, Any]:
+def run_benchmark(settings: BenchSettings, suites: Sequence[str]) -> dict[str, Any]:
     started = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     rows: dict[str, list[dict[str, Any]]] = {suite: [] for suite in suites}
@@ -246,7 +247,7 @@ def run_benchmark(settings: BenchSettings, suites: Sequence[str], latency_repeat
             run_dirs = {"pruned": settings.output_dir / f"{prefix}-{model}-{width:g}",
                         "baseline": settings.output_dir / f"channels_baseline-{model}-{width:g}"}
             latency = time_int8_pair({kind: run_dir / "model_int8.tflite" for kind, run_dir in run_dirs.items()},
-                                     latency_repeats)
+                                     settings.latency_repeats)
             # The same two architectures at 224 px, where a phone runs them (the runs train at --image_size).
             at_224 = {kind: int8_at_resolution(
                 run_dir / ("model_pruned.keras" if kind == "pruned" else "model.keras"), 224,
@@ -254,7 +255,7 @@ def run_benchmark(settings: BenchSettings, suites: Sequence[str], latency_repeat
             cut = f"ratio {value:g}" if flag == "--prune_ratio" else f"keep ≤ {100 * value:.0f}% of MACs"
             rows["channels"].append({"model": model, "width": width, "cut": cut,
                                      **channels_row(pruned, baseline, latency,
-                                                    time_int8_pair(at_224, latency_repeats))})
+                                                    time_int8_pair(at_224, settings.latency_repeats))})
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": {**dataclasses.asdict(settings), "output_dir": str(settings.output_dir)},
@@ -361,11 +362,12 @@ def settings_from_flags() -> tuple[BenchSettings, tuple[str, ...]]:
     if not Path(FLAGS.dataset).is_dir():
         raise ValueError(f"--dataset={FLAGS.dataset} is not a folder; point it at an image folder such as "
                          f"../shared/datasets/imagenette-96.")
-    if FLAGS.epochs < 1 or FLAGS.fine_tune_epochs < 1:
-        raise ValueError("--epochs and --fine_tune_epochs must be >= 1.")
+    if FLAGS.epochs < 1 or FLAGS.fine_tune_epochs < 1 or FLAGS.latency_repeats < 1:
+        raise ValueError("--epochs, --fine_tune_epochs and --latency_repeats must be >= 1.")
     return BenchSettings(dataset=str(Path(FLAGS.dataset).resolve()), output_dir=Path(FLAGS.output_dir).resolve(),
                          image_size=FLAGS.image_size, epochs=FLAGS.epochs, fine_tune_epochs=FLAGS.fine_tune_epochs,
-                         batch_size=FLAGS.batch_size, seed=FLAGS.seed), suites
+                         batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                         latency_repeats=FLAGS.latency_repeats), suites
 
 
 def main(argv: Sequence[str]) -> None:
@@ -396,9 +398,10 @@ def _define_flags() -> None:
     flags.DEFINE_string("output_dir", "accuracy_out", "Where the run directories, logs and the report go.")
     flags.DEFINE_integer("image_size", 96, "Input size of every run.")
     flags.DEFINE_integer("epochs", 12, "Training epochs from scratch.")
-    flags.DEFINE_integer("fine_tune_epochs", 3, "Epochs of QAT, of 2:4 fine-tuning, and of each channel-pruning phase.")
+    flags.DEFINE_integer("fine_tune_epochs", 3, "Epochs of QAT, of 2:4 fine-tuning, and of channel-pruning fine-tuning.")
     flags.DEFINE_integer("batch_size", 64, "Batch size of every run.")
     flags.DEFINE_integer("seed", 0, "Seed of every run.")
+    flags.DEFINE_integer("latency_repeats", 5, "Interleaved timing rounds per channel-pruning pair (the median wins).")
     flags.mark_flag_as_required("dataset")
 
 
