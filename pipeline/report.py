@@ -72,7 +72,8 @@ def build_metrics(
     if config.distill:
         distillation = {
             "teacher": config.teacher or config.teacher_checkpoint,
-            "teacher_val_accuracy": (summaries.get("teacher") or {}).get("val_accuracy"),
+            "teacher_val_accuracy": (summaries.get("teacher") or {}).get("val_accuracy",
+                                                                        trained.get("teacher_val_accuracy")),
             "temperature": config.distill_temperature,
             "alpha": config.distill_alpha,
             "student_distilled_val_accuracy": trained["val_accuracy"],

@@ -211,8 +211,11 @@ class _Run:
                 result = distill(student, teacher, self.data, self.settings, config.distill_temperature,
                                  config.distill_alpha, self.path("train"))
             save_model(student, self.path(TRAINED_MODEL))
-            return {**self.train_summary(result, config.model, config.width_multiplier),
-                    "distilled": teacher_path is not None}
+            summary = {**self.train_summary(result, config.model, config.width_multiplier),
+                       "distilled": teacher_path is not None}
+            if config.teacher_checkpoint:  # no teacher stage in this run has evaluated it
+                summary["teacher_val_accuracy"] = evaluate_accuracy(teacher, self.data)
+            return summary
 
         inputs = self.network_inputs(config.model, config.width_multiplier)
         if config.prune == "channels":

@@ -133,6 +133,7 @@ def test_distillation_from_a_checkpoint_with_a_comparison(capsys, tmp_path, imag
     assert distillation["temperature"] == 2.0 and distillation["alpha"] == 0.3
     assert 0 <= distillation["student_distilled_val_accuracy"] <= 1
     assert 0 <= distillation["student_alone_val_accuracy"] <= 1
+    assert 0 <= distillation["teacher_val_accuracy"] <= 1  # the checkpoint is evaluated on the held-out split
     assert metrics["accuracy"]["tflite_quantized"] is None and metrics["latency"] is None
     assert {"train", "student_alone"} <= set(stage_records(run_dir))
     assert "trained alone" in capsys.readouterr().out
