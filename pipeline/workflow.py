@@ -192,16 +192,18 @@ class _Run:
         return self.path(TEACHER_MODEL)
 
     def train_stage(self, teacher_path: Path | None) -> None:
+        from pipeline.channel_prune import DEFAULT_L1, with_gamma_l1
+
         config = self.config
+        # --prune channels: this training is Network Slimming's sparsity training (L1 on the ranking gammas).
+        gamma_l1 = DEFAULT_L1 if config.prune == "channels" else None
 
         def action():
             student = self.build_network(config.model, config.width_multiplier)
-            if config.prune == "channels":
-                from pipeline.channel_prune import DEFAULT_L1, with_gamma_l1
-
+            if gamma_l1 is not None:
                 log.info("sparsity training for channel pruning: L1 %g on the gamma of channel-ranking BatchNorms",
-                         DEFAULT_L1)
-                student = with_gamma_l1(student, DEFAULT_L1)
+                         gamma_l1)
+                student = with_gamma_l1(student, gamma_l1)
             if teacher_path is None:
                 result = train(student, self.data, self.settings, self.path("train"))
             else:
@@ -218,10 +220,8 @@ class _Run:
             return summary
 
         inputs = self.network_inputs(config.model, config.width_multiplier)
-        if config.prune == "channels":
-            from pipeline.channel_prune import DEFAULT_L1
-
-            inputs["gamma_l1"] = DEFAULT_L1
+        if gamma_l1 is not None:
+            inputs["gamma_l1"] = gamma_l1
         if teacher_path is not None:
             inputs["teacher"] = {"digest": file_digest(teacher_path), "temperature": config.distill_temperature,
                                  "alpha": config.distill_alpha}

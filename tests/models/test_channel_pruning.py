@@ -32,11 +32,11 @@ CASES = {
     # Residual adds tie a stage's projections into one group; expansions are groups of their own.
     "mobilenet_v2": ("mobilenet_v2", 0.25, {}, ["expanded_conv_1/expand", "expanded_conv_16/expand", "Conv_1"], [],
                      ["expanded_conv_3/project", "expanded_conv_4/project", "expanded_conv_5/project"]),
-    # SE: the excite conv's outputs follow the expansion they gate; V3-Large's first bneck adds to the stem
-    # (from width 0.75, where both have 16 channels).
-    # At width 0.25 the 40- and 48-channel rows both round to 16, so the adds tie five projections.
+    # SE: the excite conv's outputs follow the expansion they gate. At width 0.25 the 40- and 48-channel rows
+    # both round to 16, so the adds tie five projections.
     "mobilenet_v3_small": ("mobilenet_v3_small", 0.25, {}, ["expanded_conv_3/expand", "Conv_1"], [],
                            [f"expanded_conv_{block}/project" for block in range(3, 8)]),
+    # V3-Large's first bneck adds to the stem (from width 0.75, where both have 16 channels).
     "mobilenet_v3_large": ("mobilenet_v3_large", 0.75, {}, ["expanded_conv_1/expand"], [],
                            ["Conv", "expanded_conv/project"]),
     # Groups: the bottleneck (gconv1) pruned equally per group; gconv2 feeds the add/concat and stays.

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+from models.channel_pruning import channel_counts
 from tiny_networks import tiny_network
 
 
@@ -29,8 +30,6 @@ def test_two_iterations_shrink_the_network_and_report_costs(tiny_data, tmp_path)
     assert [r["macs"] for r in result.iterations] == sorted((r["macs"] for r in result.iterations), reverse=True)
     assert not result.model.losses  # the L1 penalty ends with pruning: an ordinary model
     assert result.model.get_layer("conv_pw_13").filters == result.channels["conv_pw_13"]
-    from models.channel_pruning import channel_counts
-
     unpruned = channel_counts(model)
     assert metrics["channels"] == result.channels and any(result.channels[c] < unpruned[c] for c in unpruned)
     assert 0.0 <= result.val_accuracy <= 1.0
