@@ -11,7 +11,7 @@ model). Each iteration here then (1) selects channels by one global |gamma| rank
 without the rest (which drops the regularizer), and (2) fine-tunes it: with the L1 penalty again when another
 iteration follows (its sparsity training), without it after the last. With `iterations` N, each iteration removes
 an equal share: `1 - (1 - prune_ratio) ** (1 / N)` of the prunable channels left, or the MACs target interpolated
-geometrically from the model's MACs to `target_macs`. Total epochs: the training's plus N x `finetune_epochs`.
+geometrically from the model's MACs to `target_macs`. Total epochs: the training's plus N x the fine-tuning epochs.
 """
 from __future__ import annotations
 
@@ -23,13 +23,14 @@ import numpy as np
 import tf_keras as keras
 
 from models import channel_pruning, complexity
+from pipeline.config import DEFAULT_PRUNE_L1
 from pipeline.data import DataSplits
 from pipeline.train import TrainSettings, accuracy_metric, evaluate_accuracy, fit, make_optimizer, \
     SparseCategoricalCrossentropyWithSmoothing
 
 log = logging.getLogger(__name__)
 
-DEFAULT_L1 = 1e-4  # Network Slimming's lambda for ImageNet-scale training (1e-5 to 1e-4 in the paper)
+DEFAULT_L1 = DEFAULT_PRUNE_L1
 
 
 class ChannelPruneError(channel_pruning.ChannelPruningError):
@@ -78,7 +79,7 @@ def with_gamma_l1(model: keras.Model, l1: float) -> keras.Model:
     return sparse
 
 
-def _check_arguments(prune_ratio, target_macs, iterations, finetune_epochs, l1, learning_rate):
+def _check_arguments(prune_ratio, target_macs, iterations, finetune):
     if (prune_ratio is None) == (target_macs is None):
         raise ChannelPruneError("Give exactly one of prune_ratio (a fraction in (0, 1)) or target_macs (a MAC count).")
     if prune_ratio is not None and (isinstance(prune_ratio, bool) or not 0.0 < float(prune_ratio) < 1.0):
@@ -88,24 +89,22 @@ def _check_arguments(prune_ratio, target_macs, iterations, finetune_epochs, l1, 
         raise ChannelPruneError(f"target_macs must be a positive int, got {target_macs!r}.")
     if not isinstance(iterations, int) or iterations < 1:
         raise ChannelPruneError(f"iterations must be a positive int, got {iterations!r}.")
-    if not isinstance(finetune_epochs, int) or finetune_epochs < 0:
-        raise ChannelPruneError(f"finetune_epochs must be a non-negative int, got {finetune_epochs!r}.")
-    if not l1 >= 0:
-        raise ChannelPruneError(f"l1 must be >= 0, got {l1!r}.")
-    if not learning_rate > 0:
-        raise ChannelPruneError(f"learning_rate must be positive, got {learning_rate!r}.")
+    if not isinstance(finetune.epochs, int) or finetune.epochs < 0:
+        raise ChannelPruneError(f"fine-tuning epochs must be a non-negative int, got {finetune.epochs!r}.")
+    if not finetune.learning_rate > 0:
+        raise ChannelPruneError(f"the fine-tuning learning rate must be positive, got {finetune.learning_rate!r}.")
 
 
-def _train(model: keras.Model, data: DataSplits, epochs: int, learning_rate: float, work_dir: Path) -> dict:
-    if epochs == 0:
-        return {}
-    settings = TrainSettings(epochs=epochs, learning_rate=learning_rate)
+def _finetune(model: keras.Model, data: DataSplits, settings: TrainSettings, work_dir: Path) -> None:
+    if settings.epochs == 0:
+        return
+    keras.utils.set_random_seed(settings.seed)
     model.compile(
-        optimizer=make_optimizer(settings, epochs * data.steps_per_epoch),
-        loss=SparseCategoricalCrossentropyWithSmoothing(),
+        optimizer=make_optimizer(settings, settings.epochs * data.steps_per_epoch),
+        loss=SparseCategoricalCrossentropyWithSmoothing(settings.label_smoothing),
         metrics=[accuracy_metric()],
     )
-    return fit(model, data, settings, work_dir)
+    fit(model, data, settings, work_dir)
 
 
 def channel_prune_and_finetune(
@@ -115,13 +114,15 @@ def channel_prune_and_finetune(
     prune_ratio: float | None = None,
     target_macs: int | None = None,
     iterations: int = 1,
-    finetune_epochs: int = 1,
+    finetune: TrainSettings = TrainSettings(epochs=1, learning_rate=1e-3),
     l1: float = DEFAULT_L1,
-    learning_rate: float = 1e-3,
 ) -> ChannelPruneResult:
-    """Prune channels of a sparsity-trained `model` to `prune_ratio` or `target_macs` and fine-tune; `iterations`
-    times (fine-tunes before another iteration keep the L1 penalty on gamma)."""
-    _check_arguments(prune_ratio, target_macs, iterations, finetune_epochs, l1, learning_rate)
+    """Prune channels of a sparsity-trained `model` to `prune_ratio` or `target_macs` and fine-tune with the
+    `finetune` recipe (its epochs per iteration); `iterations` times (fine-tunes before another iteration keep the
+    L1 penalty on gamma)."""
+    _check_arguments(prune_ratio, target_macs, iterations, finetune)
+    if not l1 >= 0:
+        raise ChannelPruneError(f"l1 must be >= 0, got {l1!r}.")
     before = complexity.analyze(model)
     if target_macs is not None and target_macs >= before.macs:
         raise ChannelPruneError(f"target_macs must be below the model's {before.macs:,} MACs, got {target_macs:,}.")
@@ -140,7 +141,7 @@ def channel_prune_and_finetune(
         before_finetune = evaluate_accuracy(current, data)  # how much the cut itself cost
         if iteration < iterations:
             current = with_gamma_l1(current, l1)  # this fine-tune is the next iteration's sparsity training
-        _train(current, data, finetune_epochs, learning_rate, work_dir / f"iteration_{iteration}")
+        _finetune(current, data, finetune, work_dir / f"iteration_{iteration}")
         costs = complexity.analyze(current)
         record = {"iteration": iteration, **step, "macs": costs.macs, "params": costs.params,
                   "val_accuracy_before_finetune": before_finetune, "val_accuracy": evaluate_accuracy(current, data)}

@@ -66,6 +66,8 @@ DEFAULT_LEARNING_RATE = {"adam": 2e-3, "sgd": 0.1}
 # Decoupled weight decay (AdamW, and SGD's `weight_decay`), applied to conv and dense kernels only. Keras scales
 # it by the learning rate, so AdamW's usual 1e-2..5e-2 and SGD's paper-style 4e-5..5e-4 are the ranges.
 DEFAULT_WEIGHT_DECAY = {"adam": 2e-2, "sgd": 5e-4}
+# --prune=channels: Network Slimming's lambda (1e-5 to 1e-4 in the paper, for long SGD schedules).
+DEFAULT_PRUNE_L1 = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +101,7 @@ class RunConfig:
     prune_ratio: float | None = None  # --prune=channels: fraction of prunable channels removed
     target_macs: int | None = None  # --prune=channels: or prune until the model has at most this many MACs
     prune_iterations: int = 1  # --prune=channels: prune and fine-tune this many times after sparsity training
+    prune_l1: float = DEFAULT_PRUNE_L1  # --prune=channels: the sparsity training's L1 weight on BatchNorm gamma
     qat: bool = False
     qat_epochs: int | None = None
     quantize: str = "int8"
@@ -239,6 +242,7 @@ def _validate(config: RunConfig, available_models: list[str] | None) -> None:
         _require(config.target_macs is None or config.target_macs > 0,
                  f"--target_macs={config.target_macs} must be a positive number of multiply-adds.")
         _require(config.prune_iterations >= 1, f"--prune_iterations={config.prune_iterations} must be >= 1.")
+        _require(config.prune_l1 >= 0, f"--prune_l1={config.prune_l1} must be >= 0 (e.g. {DEFAULT_PRUNE_L1:g}).")
     else:
         _require(config.prune_ratio is None and config.target_macs is None,
                  "--prune_ratio and --target_macs apply only to --prune=channels.")

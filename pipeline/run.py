@@ -14,7 +14,7 @@ from typing import Sequence
 from absl import flags
 
 from pipeline import config as config_module
-from pipeline.config import ConfigError, RunConfig
+from pipeline.config import DEFAULT_PRUNE_L1, ConfigError, RunConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_STAGE_FAILED = 1
@@ -49,6 +49,8 @@ flags.DEFINE_float("prune_ratio", None, "--prune=channels: fraction of prunable 
 flags.DEFINE_integer("target_macs", None, "--prune=channels: prune until the model has at most this many MACs.")
 flags.DEFINE_integer("prune_iterations", 1, "--prune=channels: rounds of pruning and fine-tuning (each --prune_epochs) after "
                      "the sparsity training (training with L1 on BatchNorm gamma).")
+flags.DEFINE_float("prune_l1", DEFAULT_PRUNE_L1, "--prune=channels: L1 weight on the gamma of channel-ranking "
+                   "BatchNorms during the sparsity training (Network Slimming's lambda).")
 flags.DEFINE_float("prune_sparsity", 0.5, "Target sparsity in (0, 1) for xnnpack and magnitude pruning.")
 flags.DEFINE_integer("prune_epochs", None, "Fine-tuning epochs while pruning (default: epochs / 4).")
 flags.DEFINE_boolean("qat", False, "Quantization-aware fine-tuning (TF-MOT) before int8 conversion.")

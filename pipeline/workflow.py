@@ -192,11 +192,11 @@ class _Run:
         return self.path(TEACHER_MODEL)
 
     def train_stage(self, teacher_path: Path | None) -> None:
-        from pipeline.channel_prune import DEFAULT_L1, with_gamma_l1
+        from pipeline.channel_prune import with_gamma_l1
 
         config = self.config
         # --prune channels: this training is Network Slimming's sparsity training (L1 on the ranking gammas).
-        gamma_l1 = DEFAULT_L1 if config.prune == "channels" else None
+        gamma_l1 = config.prune_l1 if config.prune == "channels" else None
 
         def action():
             student = self.build_network(config.model, config.width_multiplier)
@@ -269,8 +269,10 @@ class _Run:
 
             result = channel_prune_and_finetune(
                 load_model(self.path(source)), self.data, self.run_dir, prune_ratio=config.prune_ratio,
-                target_macs=config.target_macs, iterations=config.prune_iterations, finetune_epochs=config.prune_epochs,
-                learning_rate=config.learning_rate * PRUNE_LEARNING_RATE_FACTOR,
+                target_macs=config.target_macs, iterations=config.prune_iterations, l1=config.prune_l1,
+                # Fine-tuning continues the training: the same recipe (optimizer, weight decay, label smoothing).
+                finetune=dataclasses.replace(self.settings, epochs=config.prune_epochs,
+                                             learning_rate=config.learning_rate * PRUNE_LEARNING_RATE_FACTOR),
             )
             save_model(result.model, self.path(PRUNED_MODEL))
             return {"method": config.prune, "overall_sparsity": 0.0, "per_layer_sparsity": {},
@@ -279,7 +281,7 @@ class _Run:
 
         inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
                   "prune_ratio": config.prune_ratio, "target_macs": config.target_macs,
-                  "prune_iterations": config.prune_iterations,
+                  "prune_iterations": config.prune_iterations, "prune_l1": config.prune_l1,
                   "method": config.prune, "sparsity": config.prune_sparsity, "epochs": config.prune_epochs,
                   "learning_rate": config.learning_rate, "seed": config.seed}
         outcome = self.stage("prune", inputs, [PRUNED_MODEL], self.scoped(action))

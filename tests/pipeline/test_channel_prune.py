@@ -22,7 +22,7 @@ def test_two_iterations_shrink_the_network_and_report_costs(tiny_data, tmp_path)
 
     model = tiny_network(tiny_data)
     result = channel_prune_and_finetune(
-        model, tiny_data, tmp_path, prune_ratio=0.5, iterations=2, finetune_epochs=1
+        model, tiny_data, tmp_path, prune_ratio=0.5, iterations=2
     )
     metrics = result.metrics()
     assert metrics["macs"] < 0.8 * metrics["macs_before_pruning"]
@@ -49,3 +49,22 @@ def test_bad_arguments_are_clear_errors(tiny_data, tmp_path, arguments, message)
 
     with pytest.raises(ValueError, match=message):
         channel_prune_and_finetune(tiny_network(tiny_data), tiny_data, tmp_path, **arguments)
+
+
+def test_fine_tuning_follows_the_given_recipe(tiny_data, tmp_path, monkeypatch):
+    import pipeline.channel_prune as channel_prune
+    from pipeline.train import TrainSettings
+
+    # The fine-tune continues the run's training: its optimizer settings, label smoothing and seed, not defaults.
+    seen = []
+    real_fit = channel_prune.fit
+
+    def recording_fit(model, data, settings, work_dir, callbacks=()):
+        seen.append((settings, model.loss.label_smoothing))
+        return real_fit(model, data, settings, work_dir, callbacks)
+
+    monkeypatch.setattr(channel_prune, "fit", recording_fit)
+    recipe = TrainSettings(epochs=1, learning_rate=5e-4, weight_decay=0.01, label_smoothing=0.1, seed=3)
+    channel_prune.channel_prune_and_finetune(tiny_network(tiny_data), tiny_data, tmp_path, prune_ratio=0.3,
+                                             finetune=recipe)
+    assert seen == [(recipe, 0.1)]

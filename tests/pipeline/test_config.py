@@ -66,6 +66,7 @@ def test_stem_padding_follows_the_xnnpack_policy():
         ({"prune": "channels", "prune_ratio": 1.5}, "--prune_ratio"),
         ({"prune": "channels", "target_macs": 0}, "--target_macs"),
         ({"prune": "channels", "prune_ratio": 0.3, "prune_iterations": 0}, "--prune_iterations"),
+        ({"prune": "channels", "prune_ratio": 0.3, "prune_l1": -1e-4}, "--prune_l1"),
         ({"prune_ratio": 0.3}, "--prune_ratio"),
         ({"quantize": "int4"}, "--quantize"),
         ({"io_dtype": "float32"}, "--io_dtype"),

@@ -179,11 +179,13 @@ def test_channel_pruning_run_trains_sparse_then_records_a_rebuildable_network(tm
 
     run_dir = tmp_path / "run"
     assert run_module.main(tiny_flags(image_folder, run_dir, "--prune=channels", "--prune_ratio=0.5",
-                                      "--prune_epochs=1", "--quantize=none", "--device=none")) == 0
-    # The sparsity training is the train stage: its model carries the L1 penalty on the ranking gammas.
+                                      "--prune_l1=0.002", "--prune_epochs=1", "--quantize=none",
+                                      "--device=none")) == 0
+    # The sparsity training is the train stage: its model carries --prune_l1's penalty on the ranking gammas.
     trained = load_model(run_dir / "model.keras")
-    assert any(isinstance(layer, keras.layers.BatchNormalization) and layer.gamma_regularizer is not None
-               for layer in trained.layers)
+    penalties = {float(layer.gamma_regularizer.l1) for layer in trained.layers
+                 if isinstance(layer, keras.layers.BatchNormalization) and layer.gamma_regularizer is not None}
+    assert penalties and all(value == pytest.approx(0.002) for value in penalties)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["macs"] < metrics["macs_before_pruning"] and metrics["params"] < metrics["params_before_pruning"]
     pruned = load_model(run_dir / "model_pruned.keras")
