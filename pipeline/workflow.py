@@ -180,13 +180,20 @@ class _Run:
         if not config.teacher:
             return None
 
+        # The teacher trains on hard labels whatever --label_smoothing says: smoothing pulls every wrong class's
+        # logit to the same value, erasing the class similarities its soft targets should carry (Mueller et al.,
+        # 2019, "When does label smoothing help?"). Measured (README): a ShuffleNetV2 0.5x student gained 0.76 point
+        # from a teacher trained without smoothing and lost 0.34 from the same teacher trained with 0.1.
+        settings = dataclasses.replace(self.settings, label_smoothing=0.0)
+
         def action():
             model = self.build_network(config.teacher, config.teacher_width_multiplier)
-            result = train(model, self.data, self.settings, self.path("teacher"))
+            result = train(model, self.data, settings, self.path("teacher"))
             save_model(model, self.path(TEACHER_MODEL))
             return self.train_summary(result, config.teacher, config.teacher_width_multiplier)
 
-        inputs = self.network_inputs(config.teacher, config.teacher_width_multiplier)
+        inputs = {**self.network_inputs(config.teacher, config.teacher_width_multiplier),
+                  "train_settings": {**self.common_inputs["train_settings"], "label_smoothing": 0.0}}
         outcome = self.stage("teacher", inputs, [TEACHER_MODEL], self.scoped(action))
         log.info("teacher %s: held-out top-1 %.4f", config.teacher, outcome.summary["val_accuracy"])
         return self.path(TEACHER_MODEL)

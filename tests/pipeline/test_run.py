@@ -192,3 +192,28 @@ def test_channel_pruning_run_trains_sparse_then_records_a_rebuildable_network(tm
     rebuilt = models.build(TINY_MODEL, input_shape=(32, 32, 3), num_classes=metrics["dataset"]["num_classes"],
                            width_multiplier=TINY_WIDTH, channels=metrics["channels"])
     assert analyze(rebuilt).macs == metrics["macs"] == analyze(pruned).macs
+
+
+def test_a_teacher_trained_in_the_run_learns_without_label_smoothing(tmp_path, image_folder, monkeypatch):
+    from pipeline import workflow
+
+    # Label smoothing makes a worse teacher (its soft targets lose the class similarities): the teacher stage trains
+    # on hard labels, while the student keeps --label_smoothing for its hard-label term.
+    smoothing = {}
+    real_train, real_distill = workflow.train, workflow.distill
+
+    def recording_train(model, data, settings, *args, **kwargs):
+        smoothing["teacher"] = settings.label_smoothing
+        return real_train(model, data, settings, *args, **kwargs)
+
+    def recording_distill(student, teacher, data, settings, *args, **kwargs):
+        smoothing["student"] = settings.label_smoothing
+        return real_distill(student, teacher, data, settings, *args, **kwargs)
+
+    monkeypatch.setattr(workflow, "train", recording_train)
+    monkeypatch.setattr(workflow, "distill", recording_distill)
+    flags = tiny_flags(image_folder, tmp_path / "run", f"--teacher={TINY_MODEL}",
+                       f"--teacher_width_multiplier={TINY_WIDTH}", "--label_smoothing=0.2", "--quantize=none",
+                       "--device=none")
+    assert run_module.main(flags) == 0
+    assert smoothing == {"teacher": 0.0, "student": 0.2}
