@@ -76,13 +76,14 @@ def experiments(settings: BenchSettings, suites: Sequence[str]) -> list[Experime
     """Every run the chosen suites need, in the order they run (a teacher before its students)."""
     fine_tune = (f"--prune_epochs={settings.fine_tune_epochs}",)
     planned: list[Experiment] = []
-    if "quantization" in suites or "distillation" in suites:
-        networks = QUANTIZATION_NETWORKS if "quantization" in suites else (TEACHER,)
+    if "quantization" in suites:
         planned += [Experiment(f"quantization-{model}-{width:g}", "quantization", model, width,
                                ("--qat", f"--qat_epochs={settings.fine_tune_epochs}"))
-                    for model, width in networks]
+                    for model, width in QUANTIZATION_NETWORKS]
     if "distillation" in suites:
-        teacher_run = f"quantization-{TEACHER[0]}-{TEACHER[1]:g}"
+        teacher_run = f"teacher-{TEACHER[0]}-{TEACHER[1]:g}"
+        # Trained as `pipeline.run --teacher` trains one: on hard labels (no label smoothing).
+        planned.append(Experiment(teacher_run, "teacher", *TEACHER, ("--label_smoothing=0", "--quantize=none")))
         planned += [Experiment(f"distillation-{model}-{width:g}", "distillation", model, width,
                                (f"--teacher_checkpoint={settings.output_dir / teacher_run}", "--distill_compare"),
                                after=teacher_run)
@@ -234,7 +235,7 @@ def run_benchmark(settings: BenchSettings, suites: Sequence[str]) -> dict[str, A
         results[experiment.name] = run_experiment(experiment, settings)
         describe = {"run": experiment.name, "model": experiment.model, "width": experiment.width}
         result = results[experiment.name]
-        if experiment.suite == "quantization" and "quantization" in suites:
+        if experiment.suite == "quantization":
             rows["quantization"].append({**describe, **quantization_row(result)})
         elif experiment.suite == "distillation":
             rows["distillation"].append({**describe, **distillation_row(result)})

@@ -16,7 +16,8 @@ SETTINGS = ab.BenchSettings(dataset="/data", output_dir=Path("/out"), image_size
 def test_distillation_trains_its_teacher_first_and_reads_it_from_the_teacher_run():
     planned = ab.experiments(SETTINGS, ["distillation"])
     teacher = planned[0]
-    assert (teacher.model, teacher.width, teacher.suite) == ("mobilenet_v2", 1.0, "quantization")
+    assert (teacher.model, teacher.width, teacher.suite) == ("mobilenet_v2", 1.0, "teacher")
+    assert "--label_smoothing=0" in teacher.flags  # as pipeline.run --teacher trains its teacher
     students = planned[1:]
     assert [(e.model, e.width) for e in students] == [("shufflenet_v2", 0.5), ("mobilenet_v3_small", 0.75)]
     for student in students:
