@@ -25,6 +25,32 @@ def test_distillation_trains_its_teacher_first_and_reads_it_from_the_teacher_run
         assert f"--teacher_checkpoint=/out/{teacher.name}" in student.flags and "--distill_compare" in student.flags
 
 
+def test_each_student_seed_is_a_run_of_its_own_with_the_same_teacher():
+    settings = ab.BenchSettings(**{**SETTINGS.__dict__, "student_seeds": (0, 3)})
+    teacher, *students = ab.experiments(settings, ["distillation"])
+    assert [e.name for e in students] == [
+        "distillation-shufflenet_v2-0.5", "distillation-shufflenet_v2-0.5-seed3",
+        "distillation-mobilenet_v3_small-0.75", "distillation-mobilenet_v3_small-0.75-seed3"]
+    assert "--seed=0" in ab.command(teacher, settings)
+    assert "--seed=3" in ab.command(students[1], settings) and "--seed=0" in ab.command(students[0], settings)
+    assert len({flag for e in students for flag in e.flags if flag.startswith("--teacher_checkpoint")}) == 1
+
+
+def _distillation_result(seed, distilled, alone):
+    return {"metrics": {"training": {"seed": seed}, "distillation": {
+        "teacher_val_accuracy": 0.65, "student_distilled_val_accuracy": distilled, "student_alone_val_accuracy": alone}}}
+
+
+def test_distillation_beats_alone_only_if_every_seed_gains():
+    row = ab.distillation_row([_distillation_result(0, 0.50, 0.49), _distillation_result(1, 0.52, 0.50)])
+    assert row["target_met"] and row["seeds"] == [0, 1]
+    assert row["gains"] == pytest.approx([0.01, 0.02]) and row["gain"] == pytest.approx(0.015)
+    assert row["distilled"] == pytest.approx(0.51) and row["alone"] == pytest.approx(0.495)
+    # A mean gain carried by one lucky seed does not count.
+    assert not ab.distillation_row([_distillation_result(0, 0.55, 0.49), _distillation_result(1, 0.49, 0.50)])[
+        "target_met"]
+
+
 def test_channel_pruning_is_compared_with_the_unpruned_network_trained_for_the_same_total_epochs(monkeypatch):
     monkeypatch.setattr(ab, "unpruned_macs", lambda settings, model, width: 24_500_000)
     baseline, by_ratio, by_macs = ab.experiments(SETTINGS, ["channels"])
@@ -84,6 +110,9 @@ def test_report_has_a_table_per_suite_that_ran():
     text = ab.markdown_report(report)
     assert "| mobilenet_v2 1 | 80.0 | 79.2 | +0.8 | yes | 80.0 | +0.0 | yes |" in text
     assert "Distillation" not in text
+    report["rows"] = {"distillation": [{"model": "shufflenet_v2", "width": 0.5, **ab.distillation_row(
+        [_distillation_result(0, 0.50, 0.49), _distillation_result(1, 0.49, 0.50)])}]}
+    assert "| shufflenet_v2 0.5 | 0, 1 | 65.0 | 49.5 | 49.5 | +1.0 / -1.0 | **no** |" in ab.markdown_report(report)
 
 
 def test_a_trained_network_is_timed_at_another_resolution_with_its_weights(tmp_path):
