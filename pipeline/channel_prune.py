@@ -116,13 +116,16 @@ def channel_prune_and_finetune(
     iterations: int = 1,
     finetune: TrainSettings = TrainSettings(epochs=1, learning_rate=1e-3),
     l1: float = DEFAULT_L1,
+    criterion: str = channel_pruning.DEFAULT_CRITERION,
 ) -> ChannelPruneResult:
     """Prune channels of a sparsity-trained `model` to `prune_ratio` or `target_macs` and fine-tune with the
     `finetune` recipe (its epochs per iteration); `iterations` times (fine-tunes before another iteration keep the
-    L1 penalty on gamma)."""
+    L1 penalty on gamma); `criterion` ranks the channels (models.channel_pruning.CRITERIA)."""
     _check_arguments(prune_ratio, target_macs, iterations, finetune)
     if not l1 >= 0:
         raise ChannelPruneError(f"l1 must be >= 0, got {l1!r}.")
+    if criterion not in channel_pruning.CRITERIA:
+        raise ChannelPruneError(f"criterion must be one of {', '.join(channel_pruning.CRITERIA)}, got {criterion!r}.")
     before = complexity.analyze(model)
     if target_macs is not None and target_macs >= before.macs:
         raise ChannelPruneError(f"target_macs must be below the model's {before.macs:,} MACs, got {target_macs:,}.")
@@ -137,7 +140,8 @@ def channel_prune_and_finetune(
         if step.get("target_macs", 0) >= complexity.analyze(current).macs:  # an earlier step overshot: no cut here
             current = channel_pruning.prune_channels(current, {})  # drops the regularizer, keeps every channel
         else:
-            current = channel_pruning.prune_channels(current, channel_pruning.select_channels(current, **step))
+            current = channel_pruning.prune_channels(current, channel_pruning.select_channels(current, **step,
+                                                                                            criterion=criterion))
         before_finetune = evaluate_accuracy(current, data)  # how much the cut itself cost
         if iteration < iterations:
             current = with_gamma_l1(current, l1)  # this fine-tune is the next iteration's sparsity training

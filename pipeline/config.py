@@ -25,6 +25,7 @@ PRUNE_METHODS = ("none", "2:4", "xnnpack", "magnitude", "channels")
 SPARSE_PRUNE_METHODS = ("2:4", "xnnpack", "magnitude")
 QUANTIZATIONS = ("int8", "float16", "dynamic", "none")
 IO_DTYPES = ("int8", "uint8")  # export.convert.IO_DTYPES (not imported: it loads TensorFlow)
+PRUNE_CRITERIA = ("gamma", "gamma_per_mac")  # models.channel_pruning.CRITERIA (likewise)
 DEVICES = ("host", "adb", "none")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")  # tf.distribute; see pipeline/distribute.py
 # Non-chief workers of a multi-worker run train in OUTPUT_DIR/workers/<task>-<index>/ (pipeline/distribute.py).
@@ -104,6 +105,7 @@ class RunConfig:
     target_macs: int | None = None  # --prune=channels: or prune until the model has at most this many MACs
     prune_iterations: int = 1  # --prune=channels: prune and fine-tune this many times after sparsity training
     prune_l1: float = DEFAULT_PRUNE_L1  # --prune=channels: the sparsity training's L1 weight on BatchNorm gamma
+    prune_criterion: str = "gamma"  # --prune=channels: how channels are ranked for removal (PRUNE_CRITERIA)
     qat: bool = False
     qat_epochs: int | None = None
     quantize: str = "int8"
@@ -245,6 +247,8 @@ def _validate(config: RunConfig, available_models: list[str] | None) -> None:
                  f"--target_macs={config.target_macs} must be a positive number of multiply-adds.")
         _require(config.prune_iterations >= 1, f"--prune_iterations={config.prune_iterations} must be >= 1.")
         _require(config.prune_l1 >= 0, f"--prune_l1={config.prune_l1} must be >= 0 (e.g. {DEFAULT_PRUNE_L1:g}).")
+        _require(config.prune_criterion in PRUNE_CRITERIA, f"--prune_criterion={config.prune_criterion} is not "
+                 f"supported; choose one of: {', '.join(PRUNE_CRITERIA)}.")
     else:
         _require(config.prune_ratio is None and config.target_macs is None,
                  "--prune_ratio and --target_macs apply only to --prune=channels.")
@@ -343,7 +347,11 @@ def check_run_dir(run_dir: Path, config: RunConfig) -> bool:
             )
         return False
     mine = config.reproducibility_dict()
-    theirs = {key: value for key, value in recorded.get("config", {}).items() if key not in NON_REPRODUCIBILITY_FIELDS}
+    # A setting added after that run was recorded has its default there: a new field's default keeps the old behaviour.
+    added = {field.name: field.default for field in dataclasses.fields(RunConfig)
+             if field.default is not dataclasses.MISSING and field.name not in recorded.get("config", {})}
+    theirs = {key: value for key, value in {**added, **recorded.get("config", {})}.items()
+              if key not in NON_REPRODUCIBILITY_FIELDS}
     differences = sorted(key for key in set(mine) | set(theirs) if mine.get(key) != theirs.get(key))
     if differences:
         shown = ", ".join(f"{key}: {theirs.get(key)!r} there vs {mine.get(key)!r} now" for key in differences[:3])

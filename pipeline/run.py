@@ -51,6 +51,9 @@ flags.DEFINE_integer("prune_iterations", 1, "--prune=channels: rounds of pruning
                      "the sparsity training (training with L1 on BatchNorm gamma).")
 flags.DEFINE_float("prune_l1", DEFAULT_PRUNE_L1, "--prune=channels: L1 weight on the gamma of channel-ranking "
                    "BatchNorms during the sparsity training (Network Slimming's lambda).")
+flags.DEFINE_string("prune_criterion", "gamma", "--prune=channels: how channels are ranked for removal: gamma "
+                    "(|gamma|, Network Slimming) or gamma_per_mac (|gamma| per multiply-add a channel costs: a MAC "
+                    "budget is met removing less |gamma|, channels on large feature maps first).")
 flags.DEFINE_float("prune_sparsity", 0.5, "Target sparsity in (0, 1) for xnnpack and magnitude pruning.")
 flags.DEFINE_integer("prune_epochs", None, "Fine-tuning epochs while pruning (default: epochs / 4).")
 flags.DEFINE_boolean("qat", False, "Quantization-aware fine-tuning (TF-MOT) before int8 conversion.")

@@ -277,6 +277,7 @@ class _Run:
             result = channel_prune_and_finetune(
                 load_model(self.path(source)), self.data, self.run_dir, prune_ratio=config.prune_ratio,
                 target_macs=config.target_macs, iterations=config.prune_iterations, l1=config.prune_l1,
+                criterion=config.prune_criterion,
                 # Fine-tuning continues the training: the same recipe (optimizer, weight decay, label smoothing).
                 finetune=dataclasses.replace(self.settings, epochs=config.prune_epochs,
                                              learning_rate=config.learning_rate * PRUNE_LEARNING_RATE_FACTOR),
@@ -289,6 +290,7 @@ class _Run:
         inputs = {"source": file_digest(self.path(source)), "data": self.common_inputs["data"],
                   "prune_ratio": config.prune_ratio, "target_macs": config.target_macs,
                   "prune_iterations": config.prune_iterations, "prune_l1": config.prune_l1,
+                  "prune_criterion": config.prune_criterion,
                   "method": config.prune, "sparsity": config.prune_sparsity, "epochs": config.prune_epochs,
                   "learning_rate": config.learning_rate, "seed": config.seed}
         outcome = self.stage("prune", inputs, [PRUNED_MODEL], self.scoped(action))

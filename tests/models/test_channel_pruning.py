@@ -153,3 +153,45 @@ def test_pruned_network_is_pruned_again_quantization_aware_trained_and_converted
     images = np.random.default_rng(2).uniform(-1, 1, size=(4, *INPUT_SHAPE)).astype("float32")
     assert not integer_only_problems(to_tflite(twice, "int8", representative_images=images))
     assert not integer_only_problems(to_tflite(quantize_model(twice), "int8"))
+
+
+def test_macs_per_channel_is_what_removing_one_channel_saves():
+    model = _build("mobilenet_v2", 0.35)
+    groups = channel_pruning.prunable_groups(model)
+    layer_macs = {row.name: row.macs for row in complexity.analyze(model).layers}
+    total = complexity.analyze(model).macs
+    cost = channel_pruning.macs_per_channel(model, groups, layer_macs)
+    for group in groups:
+        one_fewer = {group.conv: np.arange(group.channels - 1)}
+        assert total - channel_pruning.macs_after(model, one_fewer, groups, layer_macs) == pytest.approx(
+            cost[group.conv], abs=1)
+    # A channel on the 16x16 map of a 32 px input costs more than one on the 1x1 map before the head.
+    assert cost["expanded_conv_1/expand"] > 10 * cost["expanded_conv_16/expand"]
+
+
+def test_gamma_per_mac_ranks_by_gamma_over_cost_and_meets_a_mac_target_with_fewer_channels_removed():
+    model = _build("mobilenet_v2", 0.35)
+    groups = channel_pruning.prunable_groups(model)
+    layer_macs = {row.name: row.macs for row in complexity.analyze(model).layers}
+    cost = channel_pruning.macs_per_channel(model, groups, layer_macs)
+    plain = channel_pruning.channel_scores(model, groups, "gamma", layer_macs)
+    per_mac = channel_pruning.channel_scores(model, groups, "gamma_per_mac", layer_macs)
+    for group in groups:
+        np.testing.assert_allclose(per_mac[group.conv], plain[group.conv] / cost[group.conv], rtol=1e-6)
+
+    target = int(0.7 * complexity.analyze(model).macs)
+    by_gamma = channel_pruning.select_channels(model, target_macs=target)
+    by_gamma_per_mac = channel_pruning.select_channels(model, target_macs=target, criterion="gamma_per_mac")
+    for keep in (by_gamma, by_gamma_per_mac):
+        assert channel_pruning.macs_after(model, keep, groups, layer_macs) <= target
+    kept = {name: sum(len(channels) for channels in keep.values())
+            for name, keep in (("gamma", by_gamma), ("gamma_per_mac", by_gamma_per_mac))}
+    assert kept["gamma_per_mac"] > kept["gamma"]  # expensive channels first: fewer go for the same budget
+    with pytest.raises(ValueError, match="criterion must be one of gamma, gamma_per_mac"):
+        channel_pruning.select_channels(model, prune_ratio=0.3, criterion="taylor")
+
+
+def test_the_pipeline_lists_the_same_criteria():
+    from pipeline.config import PRUNE_CRITERIA
+
+    assert PRUNE_CRITERIA == channel_pruning.CRITERIA

@@ -43,6 +43,7 @@ def test_two_iterations_shrink_the_network_and_report_costs(tiny_data, tmp_path)
     ({"prune_ratio": 0.3, "target_macs": 1000}, "exactly one"),
     ({"target_macs": 10**12}, "below the model's"),
     ({"prune_ratio": 0.3, "iterations": 0}, "iterations must be a positive int"),
+    ({"prune_ratio": 0.3, "criterion": "taylor"}, "criterion must be one of gamma, gamma_per_mac"),
 ])
 def test_bad_arguments_are_clear_errors(tiny_data, tmp_path, arguments, message):
     from pipeline.channel_prune import channel_prune_and_finetune

@@ -1,6 +1,7 @@
 """RunConfig: per-dataset defaults, validation messages, fingerprints, and the run directory's config.json."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -67,6 +68,7 @@ def test_stem_padding_follows_the_xnnpack_policy():
         ({"prune": "channels", "target_macs": 0}, "--target_macs"),
         ({"prune": "channels", "prune_ratio": 0.3, "prune_iterations": 0}, "--prune_iterations"),
         ({"prune": "channels", "prune_ratio": 0.3, "prune_l1": -1e-4}, "--prune_l1"),
+        ({"prune": "channels", "prune_ratio": 0.3, "prune_criterion": "taylor"}, "--prune_criterion"),
         ({"prune_ratio": 0.3}, "--prune_ratio"),
         ({"quantize": "int4"}, "--quantize"),
         ({"io_dtype": "float32"}, "--io_dtype"),
@@ -108,6 +110,17 @@ def test_run_dir_of_another_configuration_is_refused_untouched(tmp_path):
     with pytest.raises(ConfigError, match="different configuration.*epochs: 3 there vs 4 now"):
         check_run_dir(tmp_path, RunConfig(epochs=4).resolved())
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    config = RunConfig(prune="channels", prune_ratio=0.3).resolved()
+    write_config(tmp_path, config)
+    payload = json.loads((tmp_path / "config.json").read_text())
+    del payload["config"]["prune_criterion"]  # as a run directory written before --prune_criterion existed
+    (tmp_path / "config.json").write_text(json.dumps(payload))
+    assert check_run_dir(tmp_path, config) is True
+    with pytest.raises(ConfigError, match="prune_criterion: 'gamma' there vs 'gamma_per_mac' now"):
+        check_run_dir(tmp_path, dataclasses.replace(config, prune_criterion="gamma_per_mac"))
 
 
 def test_new_and_foreign_directories(tmp_path):

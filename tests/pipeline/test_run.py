@@ -173,14 +173,24 @@ def test_device_benchmark_pushes_the_binary_given_by_the_flag(monkeypatch, tmp_p
     assert calls == [("model_int8.tflite", 2, "/opt/benchmark_model")] and results["quantized"]["latency_ms"] == 1.0
 
 
-def test_channel_pruning_run_trains_sparse_then_records_a_rebuildable_network(tmp_path, image_folder):
+def test_channel_pruning_run_trains_sparse_then_records_a_rebuildable_network(tmp_path, image_folder, monkeypatch):
     import models
+    from models import channel_pruning
     from models.complexity import analyze
 
+    criteria = []
+    real_select = channel_pruning.select_channels
+
+    def recording_select(*args, criterion, **kwargs):
+        criteria.append(criterion)
+        return real_select(*args, criterion=criterion, **kwargs)
+
+    monkeypatch.setattr(channel_pruning, "select_channels", recording_select)
     run_dir = tmp_path / "run"
     assert run_module.main(tiny_flags(image_folder, run_dir, "--prune=channels", "--prune_ratio=0.5",
-                                      "--prune_l1=0.002", "--prune_epochs=1", "--quantize=none",
-                                      "--device=none")) == 0
+                                      "--prune_l1=0.002", "--prune_criterion=gamma_per_mac", "--prune_epochs=1",
+                                      "--quantize=none", "--device=none")) == 0
+    assert criteria == ["gamma_per_mac"]
     # The sparsity training is the train stage: its model carries --prune_l1's penalty on the ranking gammas.
     trained = load_model(run_dir / "model.keras")
     penalties = {float(layer.gamma_regularizer.l1) for layer in trained.layers
