@@ -103,6 +103,13 @@ def test_channel_targets_need_all_three_cuts():
     assert not slow["target_met"] and slow["latency_cut"] == pytest.approx(0.1)
     worse = ab.channels_row(result(65, 100, 0.78), baseline, {"pruned": 7.0, "baseline": 10.0})
     assert not worse["target_met"]
+    # The inference thread's CPU time is reported beside the wall-clock latency (a shared machine moves the latter).
+    timed = ab.channels_row(result(65, 100, 0.795), baseline, {"pruned": 7.0, "baseline": 10.0},
+                            cpu_time={"pruned": 6.0, "baseline": 8.0})
+    assert timed["cpu_time_cut"] == pytest.approx(0.25) and met["cpu_time_cut"] is None
+    report = {"settings": {**SETTINGS.__dict__, "output_dir": "/out"}, "created": "now", "seconds": 1.0,
+              "rows": {"channels": [{"model": "mobilenet_v2", "width": 1.0, "cut": "ratio 0.3", **timed}]}}
+    assert "| 10.000 → 7.000 (−30.0%; CPU time −25.0%) | — | yes |" in ab.markdown_report(report)
 
 
 def test_report_has_a_table_per_suite_that_ran():
