@@ -53,7 +53,7 @@ def test_distillation_beats_alone_only_if_every_seed_gains():
 
 def test_channel_pruning_is_compared_with_the_unpruned_network_trained_for_the_same_total_epochs(monkeypatch):
     monkeypatch.setattr(ab, "unpruned_macs", lambda settings, model, width: 24_500_000)
-    baseline, by_ratio, by_macs, by_macs_per_mac = ab.experiments(SETTINGS, ["channels"])
+    baseline, by_ratio, by_macs, by_macs_per_mac, by_macs_60 = ab.experiments(SETTINGS, ["channels"])
     assert baseline.epochs == 8 + 2 and not baseline.flags  # training (with L1 on gamma) + 2 fine-tuning epochs
     command = ab.command(baseline, SETTINGS)
     assert "--epochs=10" in command and "--output_dir=/out/channels_baseline-mobilenet_v2-1" in command
@@ -61,6 +61,7 @@ def test_channel_pruning_is_compared_with_the_unpruned_network_trained_for_the_s
     assert {"--prune=channels", "--target_macs=17150000", "--prune_epochs=2"} <= set(by_macs.flags)
     assert not any(flag.startswith("--prune_criterion") for flag in by_ratio.flags + by_macs.flags)
     assert set(by_macs_per_mac.flags) == set(by_macs.flags) | {"--prune_criterion=gamma_per_mac"}
+    assert "--target_macs=14700000" in by_macs_60.flags
 
 
 def test_the_mac_target_is_a_fraction_of_the_unpruned_network_at_the_bench_size(tmp_path):
