@@ -49,7 +49,8 @@ DEFAULT_CHANNEL_MULTIPLE = 8
 # How channels are ranked for removal. `gamma`: |gamma| alone (Network Slimming). `gamma_per_mac`: |gamma| divided by
 # the multiply-adds one channel of its group costs, the value-per-cost order of a knapsack: a MAC budget is then met
 # by removing less |gamma|, and channels on large feature maps, where a phone-sized input spends its time, go first
-# (a MobileNetV2 channel of the 56x56 stage costs ~10x one of the 7x7 stage).
+# (a MobileNetV2 channel of the 56x56 stage costs ~10x one of the 7x7 stage). Where the L1 training has driven the
+# unneeded channels' gamma to ~0 both orders remove nearly the same channels (README, channel pruning).
 CRITERIA = ("gamma", "gamma_per_mac")
 DEFAULT_CRITERION = "gamma"
 
@@ -435,7 +436,7 @@ def select_channels(
 ) -> dict[str, np.ndarray]:
     """Kept channels per prunable conv from one global ranking (`criterion`), by `prune_ratio` or `target_macs`.
 
-    `prune_ratio` is the fraction of prunable channels (over all groups) with the lowest |gamma| (a global
+    `prune_ratio` is the fraction of prunable channels (over all groups) with the lowest scores (a global
     threshold; ties broken by position) to remove; the per-layer floor (`min_keep_fraction`, never below one group
     unit) and rounding up to multiples of `channel_multiple` (where a layer has at least twice that) keep a little
     more. `target_macs` searches the global cut for the largest network whose analytic MACs (models.complexity)
