@@ -1,8 +1,5 @@
 """TFLite conversion, verification, benchmarking, adb and Android app packaging.
 
-TF-MOT works only with Keras 2 models, so the legacy-Keras switch is set here, before TensorFlow is imported.
+export/ uses tf_keras and tf.lite directly, never `tf.keras` or TF-MOT, so it needs no legacy-Keras switch of its
+own; the switch is set in one place, `models/__init__.py`.
 """
-import os
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

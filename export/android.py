@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from export import layout
 from export.meta import MetaError, MetaMismatchError, check_meta_matches_tflite, read_meta, tensor_spec
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike
 
 DEFAULT_APP_DIR = Path(__file__).resolve().parents[1] / "android_demo"
-META_FILE = "model_meta.json"
-LABELS_FILE = "labels.txt"
+META_FILE = layout.META
+LABELS_FILE = layout.LABELS
 MODEL_ASSET = "model.tflite"
 MAIN_ASSETS = Path("app/src/main/assets")
 TEST_ASSETS = Path("app/src/androidTest/assets")

@@ -80,3 +80,9 @@ def quantize_int8(converter: tf.lite.TFLiteConverter, io_dtype: tf.DType) -> byt
     converter._experimental_calibrate_only = True  # noqa: SLF001  (TFLite's QuantizationDebugger does the same)
     calibrated = correct_calibration(bytes(converter.convert()), dataset)
     return bytes(mlir_quantize(calibrated, input_data_type=io_dtype, output_data_type=io_dtype))
+
+
+def random_calibration_images(count: int, image_size: int, seed: int = 0) -> np.ndarray:
+    """`count` uniform images in the models' input range [-1, 1]: int8 calibration for timing an architecture only
+    (the ranges they give are meaningless for accuracy)."""
+    return np.random.default_rng(seed).uniform(-1.0, 1.0, (count, image_size, image_size, 3)).astype(np.float32)

@@ -26,12 +26,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from export.calibration import quantize_int8
+from export.choices import IO_DTYPES
+from export.choices import QUANTIZATIONS as QUANTIZATION_MODES
 from export.evaluate import iterate_images
 from export.graph import integer_only_problems
 from models.layers import fused_hard_swish
 
-QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
-IO_DTYPES = ("int8", "uint8")
 
 # TF-MOT's wrappers, matched by class name so conversion does not import TF-MOT.
 _QAT_LAYER_CLASSES = frozenset({"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2"})

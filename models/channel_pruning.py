@@ -42,6 +42,7 @@ import numpy as np
 import tf_keras as keras
 
 from models import complexity
+from models.choices import PRUNE_CRITERIA
 from models.layers import ChannelShuffle, HardSigmoid, HardSwish
 
 DEFAULT_MIN_KEEP_FRACTION = 0.1
@@ -51,7 +52,7 @@ DEFAULT_CHANNEL_MULTIPLE = 8
 # by removing less |gamma|, and channels on large feature maps, where a phone-sized input spends its time, go first
 # (a MobileNetV2 channel of the 56x56 stage costs ~10x one of the 7x7 stage). Where the L1 training has driven the
 # unneeded channels' gamma to ~0 both orders remove nearly the same channels (README, channel pruning).
-CRITERIA = ("gamma", "gamma_per_mac")
+CRITERIA = PRUNE_CRITERIA
 DEFAULT_CRITERION = "gamma"
 
 # Layers that keep every channel separate and carry no per-channel weights: the mask passes through.

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import tf_keras as keras
 
 from models import channel_pruning
+from models.choices import NETWORKS
 from models.layers import ACTIVATIONS
 
 MIN_INPUT_SIZE = 32
@@ -25,6 +26,9 @@ _NETWORKS: dict[str, _Entry] = {
     "shufflenet_v1": _Entry("models.shufflenet_v1", {}),
     "shufflenet_v2": _Entry("models.shufflenet_v2", {}),
 }
+
+
+assert tuple(sorted(_NETWORKS)) == NETWORKS, "models.choices.NETWORKS must list exactly the registry's networks"
 
 
 def available() -> list[str]:

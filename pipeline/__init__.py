@@ -1,8 +1,6 @@
-"""The pipeline stages and the `python -m pipeline.run` entry point.
+"""The pipeline's stages and the `python -m pipeline.run` entry point.
 
-TF-MOT works only with Keras 2 models, so the legacy-Keras switch is set here, before TensorFlow is imported.
+Importing `models` first sets TF-MOT's legacy-Keras switch before anything here imports TensorFlow (the
+`models` package does that, and loads TensorFlow only when a network is built).
 """
-import os
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import models  # noqa: F401

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from absl import app, flags
 
+from export import layout
 from export.files import write_json_atomic, write_text_atomic
 
 SUITES = ("quantization", "distillation", "prune_2_4", "channels")
@@ -148,7 +149,7 @@ def command(experiment: Experiment, settings: BenchSettings) -> list[str]:
 def run_experiment(experiment: Experiment, settings: BenchSettings) -> dict[str, Any]:
     """Run (or resume, or just read back) one experiment; its metrics.json plus the ledger's stage summaries."""
     run_dir = settings.output_dir / experiment.name
-    if not (run_dir / "metrics.json").is_file():
+    if not (run_dir / layout.METRICS).is_file():
         log_path = settings.output_dir / f"{experiment.name}.log"
         print(f"[{time.strftime('%H:%M:%S')}] {experiment.name}: running (log: {log_path})", flush=True)
         with open(log_path, "a") as log:
@@ -156,8 +157,8 @@ def run_experiment(experiment: Experiment, settings: BenchSettings) -> dict[str,
                                          cwd=Path(__file__).resolve().parents[1])
         if returncode != 0:
             raise RuntimeError(f"{experiment.name} failed (exit {returncode}); see {log_path}, then rerun to resume.")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    stages = json.loads((run_dir / "stages.json").read_text())["stages"]
+    metrics = json.loads((run_dir / layout.METRICS).read_text())
+    stages = json.loads((run_dir / layout.LEDGER).read_text())["stages"]
     return {"metrics": metrics, "stage_summaries": {name: record["summary"] for name, record in stages.items()},
             "command": " ".join(command(experiment, settings)[1:])}
 
@@ -233,14 +234,13 @@ def at_resolution(model, image_size: int):
 def int8_at_resolution(model_path: Path, image_size: int, output_path: Path) -> Path:
     """The trained network of `model_path` at `image_size`, converted to int8 and calibrated on random images:
     for timing the architecture at a phone-sized input (the accuracy of this file is not measured)."""
-    import numpy as np
-
+    from export.calibration import random_calibration_images
     from export.convert import to_tflite
     from export.files import write_bytes_atomic
     from pipeline.train import load_model
 
     resized = at_resolution(load_model(model_path), image_size)
-    images = np.random.default_rng(0).uniform(-1, 1, (8, image_size, image_size, 3)).astype(np.float32)
+    images = random_calibration_images(8, image_size)
     write_bytes_atomic(output_path, to_tflite(resized, "int8", representative_images=images))
     return output_path
 
@@ -248,11 +248,12 @@ def int8_at_resolution(model_path: Path, image_size: int, output_path: Path) -> 
 def time_int8_pair(paths: dict[str, Path], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
     """Median int8 wall-clock latency and inference-thread CPU time (ms) of each model, timed interleaved in this
     process (1 thread, XNNPACK)."""
-    from export.benchmark import BenchmarkSettings, benchmark_host_interleaved
+    from export.benchmark import BenchmarkSettings
+    from export.latency import measure_latency
 
     names = list(paths)
-    results = benchmark_host_interleaved([str(paths[name]) for name in names], BenchmarkSettings(num_threads=1),
-                                         repeats=repeats, measure_peak_memory=False)
+    results = measure_latency([paths[name] for name in names], BenchmarkSettings(num_threads=1), repeats=repeats,
+                              device="host", measure_memory=False)
     return ({name: result.latency_ms for name, result in zip(names, results)},
             {name: result.cpu_time_ms for name, result in zip(names, results)})
 
@@ -281,11 +282,12 @@ def run_benchmark(settings: BenchSettings, suites: Sequence[str]) -> dict[str, A
             run_dirs = {"pruned": settings.output_dir / f"{prefix}-{model}-{width:g}",
                         "baseline": settings.output_dir / f"channels_baseline-{model}-{width:g}"}
             latency, cpu_time = time_int8_pair(
-                {kind: run_dir / "model_int8.tflite" for kind, run_dir in run_dirs.items()}, settings.latency_repeats)
+                {kind: run_dir / layout.quantized_tflite("int8") for kind, run_dir in run_dirs.items()},
+                settings.latency_repeats)
             # The same two architectures at 224 px, where a phone runs them (the runs train at --image_size).
             at_224 = {kind: int8_at_resolution(
-                run_dir / ("model_pruned.keras" if kind == "pruned" else "model.keras"), 224,
-                run_dir / "model_int8_224.tflite") for kind, run_dir in run_dirs.items()}
+                run_dir / (layout.SLIM_MODEL if kind == "pruned" else layout.TRAINED_MODEL), 224,
+                run_dir / layout.quantized_tflite("int8", 224)) for kind, run_dir in run_dirs.items()}
             latency_224, cpu_time_224 = time_int8_pair(at_224, settings.latency_repeats)
             cut = f"ratio {value:g}" if flag == "--prune_ratio" else f"keep ≤ {100 * value:.0f}% of MACs"
             cut += "" if criterion == "gamma" else f", {criterion}"
@@ -386,7 +388,7 @@ def markdown_report(report: dict[str, Any]) -> str:
                       "|" + "|".join("---:" if numeric else "---" for _, numeric in columns) + "|",
                       *["| " + " | ".join(cells(row)) + " |" for row in rows[suite]]]
     lines += ["", "Every number comes from the run directories under "
-              f"`{settings['output_dir']}` (metrics.json, stages.json); the commands are in accuracy_bench.json."]
+              f"`{settings['output_dir']}` ({layout.METRICS}, {layout.LEDGER}); the commands are in accuracy_bench.json."]
     return "\n".join(lines) + "\n"
 
 

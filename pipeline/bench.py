@@ -13,8 +13,7 @@ DESIGN.md on timing noise), and writes:
   latency, int8 speedup, GMAC/s, XNNPACK partitions;
 - `macs_vs_latency.png`: MACs against measured latency, the ShuffleNetV2 paper's "FLOPs are not speed" picture.
 
-MACs and memory access cost come from `models.complexity.analyze` (analytic, see its docstring); where that
-module is missing the columns are empty and the report says so. `--device adb` runs the same files on a phone
+MACs and memory access cost come from `models.complexity.analyze` (analytic, see its docstring). `--device adb` runs the same files on a phone
 with `benchmark_model` (export/adb.py) and adds the op-profile runtime decomposition.
 """
 from __future__ import annotations
@@ -30,9 +29,9 @@ from typing import Any, Callable, Sequence
 
 from absl import app, flags, logging
 
-from export.benchmark import BenchmarkResult, BenchmarkSettings, host_facts
+from export.benchmark import BenchmarkSettings, host_facts
+from pipeline.bench_report import PRECISIONS, markdown_report, write_report
 
-PRECISIONS = ("float32", "int8")
 _QUANTIZATION = {"float32": "none", "int8": "int8"}
 REFERENCE_MODELS = ("keras_mobilenet", "keras_mobilenet_v2", "keras_mobilenet_v3_small", "keras_mobilenet_v3_large")
 EXIT_BAD_INPUT = 2
@@ -100,19 +99,12 @@ def resolve_model_names(spec: str) -> tuple[str, ...]:
     return names
 
 
-def _complexity(model) -> tuple[dict[str, Any], str]:
-    try:
-        from models.complexity import analyze
-    except ImportError:
-        return {"params": model.count_params()}, "models.complexity is not available: MACs and MAC left empty"
+def _complexity(model) -> dict[str, Any]:
+    from models.complexity import analyze
+
     totals = analyze(model)
-    return {
-        "params": totals.params,
-        "trainable_params": totals.trainable_params,
-        "macs": totals.macs,
-        "elementwise_ops": totals.elementwise_ops,
-        "memory_access_cost": totals.memory_access_cost,
-    }, ""
+    return {"params": totals.params, "trainable_params": totals.trainable_params, "macs": totals.macs,
+            "elementwise_ops": totals.elementwise_ops, "memory_access_cost": totals.memory_access_cost}
 
 
 def set_batch_norm_statistics(model, images) -> None:
@@ -144,9 +136,9 @@ def build_and_convert(config: BenchConfig, converter: Callable | None = None) ->
 
     `converter(model, quantization, representative_images=...) -> bytes` defaults to `export.convert.to_tflite`.
     """
-    import numpy as np
     import tf_keras as keras
 
+    from export.calibration import random_calibration_images
     from export.files import write_bytes_atomic
 
     if converter is None:
@@ -159,9 +151,8 @@ def build_and_convert(config: BenchConfig, converter: Callable | None = None) ->
         started = time.perf_counter()
         keras.utils.set_random_seed(0)
         model = build()
-        complexity, note = _complexity(model)
-        shape = (config.calibration_images, config.image_size, config.image_size, 3)
-        images = np.random.default_rng(0).uniform(-1.0, 1.0, size=shape).astype(np.float32)
+        complexity = _complexity(model)
+        images = random_calibration_images(config.calibration_images, config.image_size)
         set_batch_norm_statistics(model, images)
         paths = {precision: tflite_dir / f"{name}_{precision}.tflite" for precision in PRECISIONS}
         for precision, path in paths.items():
@@ -169,7 +160,7 @@ def build_and_convert(config: BenchConfig, converter: Callable | None = None) ->
                 continue
             write_bytes_atomic(path, converter(model, _QUANTIZATION[precision],
                                                representative_images=images if precision == "int8" else None))
-        rows.append({"name": name, "source": source, **complexity, "complexity_note": note,
+        rows.append({"name": name, "source": source, **complexity,
                      "tflite": {precision: str(path) for precision, path in paths.items()},
                      "size_mb": {precision: path.stat().st_size / 1e6 for precision, path in paths.items()}})
         logging.info("%s: built and converted in %.1f s", name, time.perf_counter() - started)
@@ -181,47 +172,10 @@ def build_and_convert(config: BenchConfig, converter: Callable | None = None) ->
 # ------------------------------------------------------------------------------------------------ timing
 
 
-def benchmark_files(
-    paths: Sequence[str | os.PathLike],
-    settings: BenchmarkSettings,
-    repeats: int,
-    device: str = "host",
-    measure_memory: bool = True,
-    device_options: dict[str, Any] | None = None,
-) -> list[BenchmarkResult]:
-    """Time .tflite files interleaved on the host or, round by round, on an Android device over adb."""
-    if device == "host":
-        from export.benchmark import benchmark_host_interleaved
+def xnnpack_report(path: str, num_threads: int) -> dict[str, Any]:
+    """XNNPACK partitions of a .tflite file (export.graph)."""
+    from export.graph import xnnpack_partitions
 
-        return benchmark_host_interleaved(paths, settings, repeats=repeats, measure_peak_memory=measure_memory)
-    from export.adb import benchmark_on_device, select_device
-
-    options = dict(device_options or {})
-    adb = select_device(options.pop("serial", None))
-    rounds: list[list[BenchmarkResult]] = [[] for _ in paths]
-    for round_index in range(repeats):
-        for index, path in enumerate(paths):
-            first = round_index == 0
-            rounds[index].append(benchmark_on_device(
-                path, adb, settings, measure_peak_memory=measure_memory and first,
-                enable_op_profiling=options.get("enable_op_profiling", True) and first,
-                **{k: v for k, v in options.items() if k != "enable_op_profiling"},
-            ))
-    results = []
-    for per_round in rounds:
-        result = per_round[0]
-        result.repeat_medians_ms = [r.median_ms if r.median_ms is not None else r.mean_ms for r in per_round]
-        result.notes.append(f"{repeats} interleaved round(s); latency_ms = median of the rounds' medians")
-        results.append(result)
-    return results
-
-
-def xnnpack_report(path: str, num_threads: int) -> dict[str, Any] | None:
-    """XNNPACK partitions of a .tflite file (export.graph), or None where that module is missing."""
-    try:
-        from export.graph import xnnpack_partitions
-    except ImportError:
-        return None
     return xnnpack_partitions(path, num_threads=num_threads).as_dict()
 
 
@@ -231,7 +185,9 @@ def run_zoo_benchmark(config: BenchConfig, converter: Callable | None = None) ->
     rows = build_and_convert(config, converter)
     build_seconds = time.perf_counter() - started
     files = [(row_index, precision, row["tflite"][precision]) for row_index, row in enumerate(rows) for precision in PRECISIONS]
-    results = benchmark_files([path for _, _, path in files], config.settings, config.repeats, config.device,
+    from export.latency import measure_latency
+
+    results = measure_latency([path for _, _, path in files], config.settings, config.repeats, config.device,
                               config.measure_memory, config.device_options)
     for (row_index, precision, path), result in zip(files, results):
         row = rows[row_index]
@@ -260,139 +216,6 @@ def run_zoo_benchmark(config: BenchConfig, converter: Callable | None = None) ->
         "total_seconds": round(time.perf_counter() - started, 1),
         "models": rows,
     }
-
-
-# ------------------------------------------------------------------------------------------------ report
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _latency(row: dict[str, Any], precision: str) -> str:
-    cpu = row.get("cpu_time_ms", {}).get(precision)
-    return _fmt(row["latency_ms"][precision]) + (f" ({_fmt(cpu)})" if cpu is not None else "")
-
-
-def _partitions(report: dict[str, Any] | None) -> str:
-    if not report:
-        return "—"
-    text = str(report["partitions"])
-    if report.get("undelegated_ops"):
-        text += " (" + ", ".join(f"{op}×{count}" for op, count in report["undelegated_ops"].items()) + ")"
-    return text
-
-
-def markdown_report(report: dict[str, Any]) -> str:
-    """The report as one Markdown document: settings, device, the table, and how to read it."""
-    config, settings, device = report["config"], report["config"]["settings"], report["device"]
-    where = ", ".join(f"{k}: {v}" for k, v in device.items() if v not in (None, ""))
-    lines = [
-        f"# Model zoo speed report ({config['image_size']}×{config['image_size']}, batch 1)",
-        "",
-        f"Runner `{report['runner']}` on {where}. {settings['num_threads']} thread(s), XNNPACK "
-        f"{'on' if settings['use_xnnpack'] else 'off'}, {config['repeats']} interleaved rounds of "
-        f"≥ {settings['num_runs']} runs after {settings['warmup_runs']} warm-up runs; latency = median of the "
-        f"rounds' medians. Created {report['created']}, {report['total_seconds']} s in all "
-        f"({report['build_seconds']} s building and converting).",
-        "",
-        "| model | source | params | MACs (M) | MAC (M elem.) | size f32 / int8 (MB) | float32 ms (CPU) | int8 ms (CPU) "
-        "| int8 speedup | GMAC/s f32 / int8 | XNNPACK partitions f32 / int8 (undelegated ops) | peak mem f32 / int8 (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
-    ]
-    for row in report["models"]:
-        macs = row.get("macs")
-        mac = row.get("memory_access_cost")
-        results = row["results"]
-        lines.append(
-            f"| {row['name']} | {row['source']} | {row['params']:,} | {_fmt(macs / 1e6 if macs else None, 1)} "
-            f"| {_fmt(mac / 1e6 if mac else None, 2)} "
-            f"| {_fmt(row['size_mb']['float32'])} / {_fmt(row['size_mb']['int8'])} "
-            f"| {_latency(row, 'float32')} | {_latency(row, 'int8')} | {_fmt(row['int8_speedup'])}× "
-            f"| {_fmt(row['gmacs_per_s']['float32'], 1)} / {_fmt(row['gmacs_per_s']['int8'], 1)} "
-            f"| {_partitions(row['xnnpack']['float32'])} / {_partitions(row['xnnpack']['int8'])} "
-            f"| {_fmt(results['float32']['peak_memory_mb'], 1)} / {_fmt(results['int8']['peak_memory_mb'], 1)} |"
-        )
-    decompositions = [(row["name"], precision, row["results"][precision]["runtime_decomposition"])
-                      for row in report["models"] for precision in PRECISIONS
-                      if row["results"][precision].get("runtime_decomposition")]
-    if decompositions:
-        categories = list(decompositions[0][2])
-        lines += ["", "## Runtime decomposition (% of profiled time, benchmark_model op profile)", "",
-                  "| model | precision | " + " | ".join(categories) + " |",
-                  "|---|---|" + "---:|" * len(categories)]
-        lines += [f"| {name} | {precision} | " + " | ".join(_fmt(shares[c], 1) for c in categories) + " |"
-                  for name, precision, shares in decompositions]
-    first = report["models"][0]["results"]["float32"] if report["models"] else {}
-    notes = {row["complexity_note"] for row in report["models"] if row.get("complexity_note")}
-    lines += [
-        "",
-        "How to read it:",
-        "- MACs: multiply-adds of convolutions and dense layers (the papers' FLOPs); MAC: ShuffleNetV2's memory "
-        "access cost in elements (feature maps in + out + weights per layer), both from `models.complexity`.",
-        "- ms: wall-clock latency; (CPU): the inference thread's CPU time at 1 thread, which leaves out the time "
-        "the OS gave other processes: on a shared machine it is the steadier number for comparing models.",
-        "- GMAC/s = MACs / latency: how well a network's arithmetic uses the CPU. Low values flag networks bound "
-        "by memory traffic, element-wise ops or fragmentation (ShuffleNetV2's guidelines G1–G4).",
-        "- Untrained weights, BatchNorm statistics set on the random calibration images (as training would set "
-        "them; without, MobileNetV3's int8 hard-swish ADDs fall off XNNPACK): the speed is real, the accuracy "
-        "is not measured here.",
-        "- XNNPACK partitions: 1 means XNNPACK runs the whole graph; each undelegated op runs on a built-in "
-        "kernel and splits the graph.",
-        f"- Peak memory: {first.get('peak_memory_method', '')}.",
-        f"- Per-op profile: {first.get('op_profile_note', '')}",
-        *[f"- {note}" for note in sorted(notes)],
-        "- Timing noise on a shared machine: compare models within one report (DESIGN.md).",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def plot_macs_vs_latency(report: dict[str, Any], path: str | os.PathLike) -> None:
-    """MACs (x) against measured latency (y), float32 and int8, ours filled and keras.applications hollow."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(9, 6), dpi=120)
-    colors = {"float32": "tab:blue", "int8": "tab:orange"}
-    for precision in PRECISIONS:
-        for source, marker, fill in (("ours", "o", True), ("keras.applications", "s", False)):
-            points = [(row["macs"] / 1e6, row["latency_ms"][precision], row["name"]) for row in report["models"]
-                      if row["source"] == source and row.get("macs") and row["latency_ms"][precision]]
-            if not points:
-                continue
-            xs, ys, names = zip(*points)
-            axis.scatter(xs, ys, marker=marker, s=46, label=f"{precision}, {source}",
-                         facecolors=colors[precision] if fill else "none", edgecolors=colors[precision])
-            for x, y, name in points:
-                axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    settings = report["config"]["settings"]
-    axis.set_xlabel("multiply-adds (millions)")
-    axis.set_ylabel("measured latency (ms, median)")
-    axis.set_title(f"FLOPs are not speed: {report['config']['image_size']}px, {report['runner']}, "
-                   f"{settings['num_threads']} thread(s)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-
-
-def write_report(report: dict[str, Any], output_dir: str | os.PathLike, json_path: str | None = None) -> dict[str, Path]:
-    """Write bench.json, bench.md and macs_vs_latency.png into `output_dir` (and the JSON to `json_path` too)."""
-    from export.files import write_json_atomic, write_text_atomic
-
-    output_dir = Path(output_dir)
-    paths = {"json": output_dir / "bench.json", "markdown": output_dir / "bench.md",
-             "plot": output_dir / "macs_vs_latency.png"}
-    write_json_atomic(paths["json"], report)
-    if json_path:
-        write_json_atomic(json_path, report)
-        paths["json_copy"] = Path(json_path)
-    write_text_atomic(paths["markdown"], markdown_report(report))
-    plot_macs_vs_latency(report, paths["plot"])
-    return paths
 
 
 # ------------------------------------------------------------------------------------------------ CLI

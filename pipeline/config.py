@@ -1,44 +1,34 @@
-"""One run's configuration: the `RunConfig` dataclass, its per-dataset defaults, validation, and `config.json`.
-
-A run directory belongs to exactly one configuration. `config.json` records it (everything needed to reproduce
-the run); a later command pointed at the same directory must resolve to the same settings, or it is refused
-before anything in the directory is touched.
+"""One run's configuration, declared once: every setting is a `RunConfig` field that carries its section, its
+help text, its allowed values and whether it changes the run's numbers. `pipeline.run` generates its flags from
+these declarations; each stage's resume fingerprint covers the sections it declares (docs/design.md, "Stages").
 
 This module does not import TensorFlow, so a bad flag is reported in about a second.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from export.files import write_json_atomic
+from export.choices import IO_DTYPES, QUANTIZATIONS
+from models.choices import PRUNE_CRITERIA
 
 DIGITS = "digits"
 TFDS_PREFIX = "tfds:"
 OPTIMIZERS = ("adam", "sgd")
-PRUNE_METHODS = ("none", "2:4", "xnnpack", "magnitude", "channels")
-# TF-MOT methods zero weights (stored sparse); "channels" removes them, so its model is dense and smaller.
-SPARSE_PRUNE_METHODS = ("2:4", "xnnpack", "magnitude")
-QUANTIZATIONS = ("int8", "float16", "dynamic", "none")
-IO_DTYPES = ("int8", "uint8")  # export.convert.IO_DTYPES (not imported: it loads TensorFlow)
-PRUNE_CRITERIA = ("gamma", "gamma_per_mac")  # models.channel_pruning.CRITERIA (likewise)
+SPARSIFY_METHODS = ("2:4", "xnnpack", "magnitude")  # TF-MOT: zeros weights, stored sparse
+SLIM_METHOD = "channels"  # Network Slimming: removes channels, so the model is dense and smaller
+PRUNE_METHODS = ("none", *SPARSIFY_METHODS, SLIM_METHOD)
 DEVICES = ("host", "adb", "none")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")  # tf.distribute; see pipeline/distribute.py
-# Non-chief workers of a multi-worker run train in OUTPUT_DIR/workers/<task>-<index>/ (pipeline/distribute.py).
-WORKERS_DIR = "workers"
 WEIGHTS = ("imagenet",)
-CONFIG_FILE = "config.json"
+SECTIONS = ("data", "train", "distill", "sparsify", "slim", "qat", "convert", "benchmark", "package", "runtime")
 
-# Fields that do not change any number the run produces: where it is written, where it is benchmarked, whether
-# the Android app is packaged. A run directory can be resumed with different values of these.
-NON_REPRODUCIBILITY_FIELDS = ("output_dir", "device", "benchmark_binary", "package_app", "num_threads", "tpu")
-
-# Networks have a total stride of 32; the registry refuses anything smaller (models.registry.MIN_INPUT_SIZE).
-MIN_IMAGE_SIZE = 32
+# Networks have a total stride of 32; the registry refuses anything smaller. Above 1024 px a batch of training
+# images no longer fits in memory on a laptop, and no mobile classifier runs at that size.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 
 class ConfigError(ValueError):
@@ -56,66 +46,106 @@ class DatasetDefaults:
     flip: bool  # digits are not mirror-symmetric: a flipped 2 is not a 2
 
 
-# Digits: 1,437 training images of 8x8 pixels, upsampled. 32 px is the smallest input the networks take and
-# keeps the default command inside its 5-minute budget on 2 cores; DESIGN.md measured 98% held-out for
-# MobileNetV3-Small in 30 epochs at this size once BatchNorm momentum suits the step count.
+# Digits at 32 px (the smallest input the networks take) keeps the default command inside its 5-minute budget;
+# photos default to imagenette-96's size and the 12-epoch recipe (docs/design.md, "Training defaults").
 DIGITS_DEFAULTS = DatasetDefaults(image_size=32, epochs=20, batch_size=64, width_multiplier=1.0, flip=False)
-# Photos (a folder or TFDS): imagenette-96's size, and DESIGN.md's 12-epoch from-scratch recipe.
 PHOTO_DEFAULTS = DatasetDefaults(image_size=96, epochs=12, batch_size=64, width_multiplier=1.0, flip=True)
 
 DEFAULT_LEARNING_RATE = {"adam": 2e-3, "sgd": 0.1}
-# Decoupled weight decay (AdamW, and SGD's `weight_decay`), applied to conv and dense kernels only. Keras scales
-# it by the learning rate, so AdamW's usual 1e-2..5e-2 and SGD's paper-style 4e-5..5e-4 are the ranges.
+# Decoupled weight decay on kernels only; Keras scales it by the learning rate (docs/design.md, "Training defaults").
 DEFAULT_WEIGHT_DECAY = {"adam": 2e-2, "sgd": 5e-4}
-# --prune=channels: the sparsity training's L1 weight on gamma (Network Slimming's lambda). The paper's 1e-5..1e-4
-# suit its 160-epoch SGD schedules; in 8 Adam epochs 1e-4 left every gamma of MobileNetV2 above 0.1 and the cut cost
-# 42 points before fine-tuning, while 3e-3 drove 63% of them below 0.01 and the cut cost 1 (README, channel pruning).
+# Network Slimming's lambda for short Adam runs (docs/design.md, "Channel slimming").
 DEFAULT_PRUNE_L1 = 3e-3
+
+
+def setting(default: Any, section: str, help: str, *, choices: tuple[str, ...] | None = None,
+            reproducible: bool = True) -> Any:
+    """Declare one setting: its flag (same name), section, help text, allowed values, and whether it changes the
+    numbers a run produces (a run directory can be resumed with other values of the settings that do not)."""
+    assert section in SECTIONS, section
+    return dataclasses.field(default=default, metadata={
+        "section": section, "help": help, "choices": choices, "reproducible": reproducible})
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything that decides what a run computes. `None` means "the dataset's default" until `resolved()`."""
 
-    model: str = "mobilenet_v3_small"
-    width_multiplier: float | None = None
-    image_size: int | None = None
-    dataset: str = DIGITS
-    val_split: float = 0.2
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    optimizer: str = "adam"
-    weight_decay: float | None = None
-    label_smoothing: float = 0.1
-    bn_momentum: float | None = None  # None: chosen from the number of training steps (see train.py)
-    seed: int = 0
-    weights: str | None = None
-    output_dir: str | None = None
-    teacher: str | None = None
-    teacher_width_multiplier: float = 1.0
-    teacher_checkpoint: str | None = None
-    distill_temperature: float = 4.0
-    distill_alpha: float = 0.5
-    distill_compare: bool = False
-    prune: str = "none"
-    prune_sparsity: float = 0.5
-    prune_epochs: int | None = None
-    prune_ratio: float | None = None  # --prune=channels: fraction of prunable channels removed
-    target_macs: int | None = None  # --prune=channels: or prune until the model has at most this many MACs
-    prune_iterations: int = 1  # --prune=channels: prune and fine-tune this many times after sparsity training
-    prune_l1: float = DEFAULT_PRUNE_L1  # --prune=channels: the sparsity training's L1 weight on BatchNorm gamma
-    prune_criterion: str = "gamma"  # --prune=channels: how channels are ranked for removal (PRUNE_CRITERIA)
-    qat: bool = False
-    qat_epochs: int | None = None
-    quantize: str = "int8"
-    io_dtype: str = "int8"
-    device: str = "host"
-    benchmark_binary: str | None = None  # --device=adb: benchmark_model to push (else $BENCHMARK_MODEL_BINARY)
-    num_threads: int = 1
-    package_app: str | None = None
-    strategy: str = "default"  # --batch_size is per replica: the global batch is batch_size x replicas
-    tpu: str | None = None
+    # --- data
+    dataset: str = setting(DIGITS, "data", "'digits' (built in, offline), a folder of class sub-folders (with train/ "
+                           "and val/ if present), or tfds:NAME (needs tensorflow-datasets).")
+    val_split: float = setting(0.2, "data", "Held-out fraction where the dataset has no validation split.")
+    image_size: int | None = setting(None, "data", "Input size in pixels, 32..1024 (default: 32 for digits, 96 "
+                                     "for photos).")
+    # --- train
+    model: str = setting("mobilenet_v3_small", "train", "Network from the zoo (models.available()).")
+    width_multiplier: float | None = setting(None, "train", "Width multiplier alpha (default: the dataset's, 1.0).")
+    epochs: int | None = setting(None, "train", "Training epochs (default: 20 for digits, 12 for photos).")
+    batch_size: int | None = setting(None, "train", "Batch size per replica (default 64).")
+    learning_rate: float | None = setting(None, "train", "Peak learning rate, cosine-decayed (default: adam 2e-3, "
+                                          "sgd 0.1).")
+    optimizer: str = setting("adam", "train", "adam (AdamW) or sgd (Nesterov momentum 0.9).", choices=OPTIMIZERS)
+    weight_decay: float | None = setting(None, "train", "Decoupled weight decay on kernels (default: adam 2e-2, "
+                                         "sgd 5e-4).")
+    label_smoothing: float = setting(0.1, "train", "Label smoothing of the cross-entropy.")
+    bn_momentum: float | None = setting(None, "train", "BatchNorm momentum (default: chosen from the number of "
+                                        "training steps).")
+    seed: int = setting(0, "train", "Random seed: the same seed gives the same numbers.")
+    weights: str | None = setting(None, "train", "'imagenet' to start from keras.applications' ImageNet weights.",
+                                  choices=WEIGHTS)
+    # --- distill
+    teacher: str | None = setting(None, "distill", "Train this network as a teacher first, then distill it into "
+                                  "--model.")
+    teacher_width_multiplier: float = setting(1.0, "distill", "Width multiplier of the --teacher network.")
+    teacher_checkpoint: str | None = setting(None, "distill", "Distill from this trained teacher (.keras file or "
+                                             "run directory).")
+    distill_temperature: float = setting(4.0, "distill", "Distillation temperature T > 0.")
+    distill_alpha: float = setting(0.5, "distill", "Weight of the hard-label loss; 1 - alpha weighs the soft "
+                                   "targets.")
+    distill_compare: bool = setting(False, "distill", "Also train the student alone for the same epochs; report "
+                                    "both.")
+    # --- sparsify (TF-MOT) and slim (channel removal) share the --prune choice
+    prune: str = setting("none", "sparsify", "none | 2:4 | xnnpack | magnitude (TF-MOT sparsity: zeros weights) | "
+                         "channels (Network Slimming: removes channels, so the model gets faster).",
+                         choices=PRUNE_METHODS)
+    prune_sparsity: float = setting(0.5, "sparsify", "Target sparsity in (0, 1) for xnnpack and magnitude pruning.")
+    prune_epochs: int | None = setting(None, "sparsify", "Fine-tuning epochs while pruning (default: epochs / 4).")
+    prune_ratio: float | None = setting(None, "slim", "--prune=channels: fraction of prunable channels to remove, "
+                                        "in (0, 1).")
+    target_macs: int | None = setting(None, "slim", "--prune=channels: prune until the model has at most this "
+                                      "many MACs.")
+    prune_iterations: int = setting(1, "slim", "--prune=channels: rounds of pruning and fine-tuning (each "
+                                    "--prune_epochs) after the sparsity training.")
+    prune_l1: float = setting(DEFAULT_PRUNE_L1, "slim", "--prune=channels: L1 weight on the gamma of "
+                              "channel-ranking BatchNorms during training (Network Slimming's lambda).")
+    prune_criterion: str = setting("gamma", "slim", "--prune=channels: how channels are ranked: gamma (|gamma|) or "
+                                   "gamma_per_mac (|gamma| per multiply-add the channel costs).",
+                                   choices=PRUNE_CRITERIA)
+    # --- qat
+    qat: bool = setting(False, "qat", "Quantization-aware fine-tuning (TF-MOT) before int8 conversion.")
+    qat_epochs: int | None = setting(None, "qat", "Quantization-aware fine-tuning epochs (default: epochs / 4).")
+    # --- convert
+    quantize: str = setting("int8", "convert", "int8 (full-integer post-training) | float16 | dynamic | none.",
+                            choices=QUANTIZATIONS)
+    io_dtype: str = setting("int8", "convert", "Input/output type of an int8 model.", choices=IO_DTYPES)
+    # --- benchmark
+    device: str = setting("host", "benchmark", "Where to benchmark: host (LiteRT here) | adb (a phone) | none.",
+                          choices=DEVICES, reproducible=False)
+    serial: str | None = setting(None, "benchmark", "--device=adb: the phone's serial when several are attached "
+                                 "(default: $ANDROID_SERIAL).", reproducible=False)
+    benchmark_binary: str | None = setting(None, "benchmark", "--device=adb: the benchmark_model binary for the "
+                                           "phone's ABI (default: $BENCHMARK_MODEL_BINARY).", reproducible=False)
+    num_threads: int = setting(1, "benchmark", "Benchmark threads.", reproducible=False)
+    # --- package
+    package_app: str | None = setting(None, "package", "Package the model into this Android app directory (e.g. "
+                                      "android_demo).", reproducible=False)
+    # --- runtime
+    output_dir: str | None = setting(None, "runtime", "Run directory (default: a new runs/<model>-<timestamp>/, or "
+                                     "the newest unfinished run of the same configuration).", reproducible=False)
+    strategy: str = setting("default", "runtime", "tf.distribute strategy: default | mirrored (all local GPUs) | "
+                            "multi_worker (cluster from TF_CONFIG) | tpu (--tpu).", choices=STRATEGIES)
+    tpu: str | None = setting(None, "runtime", "With --strategy=tpu: the TPU's name or grpc:// address, or 'local' on "
+                              "a TPU VM.", reproducible=False)
 
     # --- derived facts -------------------------------------------------------------------------------------
     @property
@@ -123,9 +153,7 @@ class RunConfig:
         """`digits`, `tfds` or `folder`."""
         if self.dataset == DIGITS:
             return "digits"
-        if self.dataset.startswith(TFDS_PREFIX):
-            return "tfds"
-        return "folder"
+        return "tfds" if self.dataset.startswith(TFDS_PREFIX) else "folder"
 
     @property
     def defaults(self) -> DatasetDefaults:
@@ -134,6 +162,14 @@ class RunConfig:
     @property
     def distill(self) -> bool:
         return bool(self.teacher or self.teacher_checkpoint)
+
+    @property
+    def sparsify(self) -> bool:
+        return self.prune in SPARSIFY_METHODS
+
+    @property
+    def slim(self) -> bool:
+        return self.prune == SLIM_METHOD
 
     @property
     def stem_padding(self) -> str:
@@ -145,43 +181,48 @@ class RunConfig:
         defaults = self.defaults
         epochs = self.epochs if self.epochs is not None else defaults.epochs
         fine_tune_epochs = max(1, round(epochs / 4))
+
+        def chosen(value, default):
+            return value if value is not None else default
+
         return dataclasses.replace(
             self,
-            width_multiplier=self.width_multiplier if self.width_multiplier is not None else defaults.width_multiplier,
-            image_size=self.image_size if self.image_size is not None else defaults.image_size,
+            width_multiplier=chosen(self.width_multiplier, defaults.width_multiplier),
+            image_size=chosen(self.image_size, defaults.image_size),
             epochs=epochs,
-            batch_size=self.batch_size if self.batch_size is not None else defaults.batch_size,
-            learning_rate=(
-                self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE.get(self.optimizer)
-            ),
-            weight_decay=(
-                self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY.get(self.optimizer)
-            ),
-            prune_epochs=self.prune_epochs if self.prune_epochs is not None else fine_tune_epochs,
-            qat_epochs=self.qat_epochs if self.qat_epochs is not None else fine_tune_epochs,
+            batch_size=chosen(self.batch_size, defaults.batch_size),
+            learning_rate=chosen(self.learning_rate, DEFAULT_LEARNING_RATE.get(self.optimizer)),
+            weight_decay=chosen(self.weight_decay, DEFAULT_WEIGHT_DECAY.get(self.optimizer)),
+            prune_epochs=chosen(self.prune_epochs, fine_tune_epochs),
+            qat_epochs=chosen(self.qat_epochs, fine_tune_epochs),
             teacher_checkpoint=str(Path(self.teacher_checkpoint).resolve()) if self.teacher_checkpoint else None,
         )
 
     def validate(self, available_models: list[str] | None = None) -> None:
         """Raise `ConfigError` (one line: what is wrong, how to fix it) for the first bad setting."""
-        _validate(self, available_models)
+        from pipeline.validation import validate
+
+        validate(self, available_models)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        known = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
+        return from_known_fields(cls, values)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The reproducible settings of one section: what a stage declaring it has in its fingerprint."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.metadata["section"] == name and field.metadata["reproducible"]}
 
     def reproducibility_dict(self) -> dict[str, Any]:
         """The settings that decide the run's numbers (everything but where it writes and benchmarks)."""
-        return {key: value for key, value in self.to_dict().items() if key not in NON_REPRODUCIBILITY_FIELDS}
+        return {name: value for section in SECTIONS for name, value in self.section(section).items()}
 
     def fingerprint(self) -> str:
         """A short hash of `reproducibility_dict()`; equal fingerprints mean the same computation."""
-        text = json.dumps(self.reproducibility_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.reproducibility_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def describe_defaults(self) -> str:
         """One log line with the settings chosen for this dataset, so nobody has to guess them."""
@@ -195,197 +236,15 @@ class RunConfig:
         )
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+def from_known_fields(cls: type, values: dict[str, Any]) -> Any:
+    """A `cls` dataclass from `values`, ignoring keys it has no field for (a record written by another version)."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in values.items() if key in names})
 
 
-def _validate(config: RunConfig, available_models: list[str] | None) -> None:
-    if available_models is not None:
-        for flag, name in (("--model", config.model), ("--teacher", config.teacher)):
-            _require(
-                name is None or name in available_models,
-                f"{flag}={name} is not a known model; choose one of: {', '.join(available_models)}.",
-            )
-    _require(config.width_multiplier is None or config.width_multiplier > 0,
-             f"--width_multiplier={config.width_multiplier} must be > 0 (e.g. 0.5, 0.75, 1.0).")
-    _require(config.teacher_width_multiplier > 0,
-             f"--teacher_width_multiplier={config.teacher_width_multiplier} must be > 0.")
-    _require(config.image_size is None or config.image_size >= MIN_IMAGE_SIZE,
-             f"--image_size={config.image_size} is too small: the networks downsample by 32, so use at least "
-             f"{MIN_IMAGE_SIZE}.")
-    _require(config.epochs is None or config.epochs > 0, f"--epochs={config.epochs} must be a positive integer.")
-    for flag, value in (("--prune_epochs", config.prune_epochs), ("--qat_epochs", config.qat_epochs)):
-        _require(value is None or value > 0, f"{flag}={value} must be a positive integer.")
-    _require(config.batch_size is None or config.batch_size > 0,
-             f"--batch_size={config.batch_size} must be a positive integer.")
-    _require(config.learning_rate is None or config.learning_rate > 0,
-             f"--learning_rate={config.learning_rate} must be > 0.")
-    _require(config.weight_decay is None or config.weight_decay >= 0,
-             f"--weight_decay={config.weight_decay} must be >= 0.")
-    _require(0 <= config.label_smoothing < 1, f"--label_smoothing={config.label_smoothing} must be in [0, 1).")
-    _require(config.bn_momentum is None or 0 < config.bn_momentum < 1,
-             f"--bn_momentum={config.bn_momentum} must be in (0, 1), e.g. 0.9 for short runs.")
-    _require(0 < config.val_split < 1, f"--val_split={config.val_split} must be in (0, 1), e.g. 0.2.")
-    _require(config.optimizer in OPTIMIZERS,
-             f"--optimizer={config.optimizer} is not supported; choose one of: {', '.join(OPTIMIZERS)}.")
-    _require(config.seed >= 0, f"--seed={config.seed} must be >= 0.")
-    _require(config.weights is None or config.weights in WEIGHTS,
-             f"--weights={config.weights} is not supported; leave it empty or use: {', '.join(WEIGHTS)}.")
-    _validate_dataset(config)
-    _validate_distillation(config)
-    _require(config.prune in PRUNE_METHODS,
-             f"--prune={config.prune} is not supported; choose one of: {', '.join(PRUNE_METHODS)}.")
-    _require(0 < config.prune_sparsity < 1,
-             f"--prune_sparsity={config.prune_sparsity} must be strictly between 0 and 1, e.g. 0.5.")
-    if config.prune == "channels":
-        _require((config.prune_ratio is None) != (config.target_macs is None),
-                 "--prune=channels needs exactly one of --prune_ratio (e.g. 0.3) or --target_macs (e.g. 200000000).")
-        _require(config.prune_ratio is None or 0 < config.prune_ratio < 1,
-                 f"--prune_ratio={config.prune_ratio} must be strictly between 0 and 1, e.g. 0.3.")
-        _require(config.target_macs is None or config.target_macs > 0,
-                 f"--target_macs={config.target_macs} must be a positive number of multiply-adds.")
-        _require(config.prune_iterations >= 1, f"--prune_iterations={config.prune_iterations} must be >= 1.")
-        _require(config.prune_l1 >= 0, f"--prune_l1={config.prune_l1} must be >= 0 (e.g. {DEFAULT_PRUNE_L1:g}).")
-        _require(config.prune_criterion in PRUNE_CRITERIA, f"--prune_criterion={config.prune_criterion} is not "
-                 f"supported; choose one of: {', '.join(PRUNE_CRITERIA)}.")
-    else:
-        _require(config.prune_ratio is None and config.target_macs is None,
-                 "--prune_ratio and --target_macs apply only to --prune=channels.")
-    _require(config.quantize in QUANTIZATIONS,
-             f"--quantize={config.quantize} is not supported; choose one of: {', '.join(QUANTIZATIONS)}.")
-    _require(config.io_dtype in IO_DTYPES,
-             f"--io_dtype={config.io_dtype} is not supported; choose one of: {', '.join(IO_DTYPES)}.")
-    _require(not config.qat or config.quantize == "int8",
-             f"--qat trains for int8 inference; use it with --quantize=int8, not --quantize={config.quantize}.")
-    _require(config.device in DEVICES,
-             f"--device={config.device} is not supported; choose one of: {', '.join(DEVICES)}.")
-    _require(config.num_threads > 0, f"--num_threads={config.num_threads} must be a positive integer.")
-    _require(config.strategy in STRATEGIES,
-             f"--strategy={config.strategy} is not supported; choose one of: {', '.join(STRATEGIES)}.")
-    _require(config.strategy != "tpu" or bool(config.tpu),
-             "--strategy=tpu needs --tpu=ADDRESS (the TPU's name or grpc:// address, or 'local' on a TPU VM).")
-    _require(not config.tpu or config.strategy == "tpu",
-             f"--tpu={config.tpu} is only used with --strategy=tpu; add --strategy=tpu or drop --tpu.")
-    _require(config.strategy != "multi_worker" or bool(config.output_dir),
-             "--strategy=multi_worker needs --output_dir: every worker must name the same run directory, on "
-             "storage all of them see (a shared file system or gs://).")
-    if config.package_app:
-        _require(Path(config.package_app).is_dir(),
-                 f"--package_app={config.package_app} is not a directory; point it at the Android app "
-                 f"(e.g. android_demo).")
-    if config.output_dir:
-        output = Path(config.output_dir)
-        _require(not output.exists() or output.is_dir(),
-                 f"--output_dir={config.output_dir} exists and is not a directory; choose another path.")
+def declarations() -> list[dataclasses.Field]:
+    """Every setting's declaration, in flag order (pipeline.run defines one flag per entry)."""
+    return list(dataclasses.fields(RunConfig))
 
 
-def _validate_dataset(config: RunConfig) -> None:
-    kind = config.dataset_kind
-    if kind == "tfds":
-        _require(len(config.dataset) > len(TFDS_PREFIX),
-                 f"--dataset={config.dataset} names no dataset; use e.g. --dataset=tfds:imagenette/160px-v2.")
-    elif kind == "folder":
-        path = Path(config.dataset)
-        _require(path.exists(),
-                 f"--dataset={config.dataset} does not exist; give 'digits', 'tfds:NAME' or a folder of class "
-                 f"sub-folders.")
-        _require(path.is_dir(),
-                 f"--dataset={config.dataset} is not a folder; give a folder with one sub-folder of images per "
-                 f"class.")
-
-
-def _validate_distillation(config: RunConfig) -> None:
-    _require(not (config.teacher and config.teacher_checkpoint),
-             "--teacher and --teacher_checkpoint both given; use --teacher to train one in this run, or "
-             "--teacher_checkpoint to load a trained one, not both.")
-    if config.teacher_checkpoint:
-        _require(Path(config.teacher_checkpoint).exists(),
-                 f"--teacher_checkpoint={config.teacher_checkpoint} does not exist; give a .keras file or a run "
-                 f"directory that holds model.keras.")
-    _require(config.distill_temperature > 0,
-             f"--distill_temperature={config.distill_temperature} must be > 0 (typically 2-8).")
-    _require(0 <= config.distill_alpha <= 1,
-             f"--distill_alpha={config.distill_alpha} must be in [0, 1] (the weight of the hard-label loss).")
-    _require(not config.distill_compare or config.distill,
-             "--distill_compare needs a teacher; add --teacher=NAME or --teacher_checkpoint=PATH.")
-
-
-# --- the run directory ---------------------------------------------------------------------------------------
-def default_output_dir(model: str, root: Path = Path("runs"), now: datetime.datetime | None = None) -> Path:
-    """`runs/<model>-<timestamp>/`, a new directory per run."""
-    stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return root / f"{model}-{stamp}"
-
-
-def read_config(run_dir: Path) -> dict[str, Any] | None:
-    """The configuration recorded in `run_dir/config.json`, or None where the directory has none."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ConfigError(
-            f"{path} is unreadable ({error}); this run directory is damaged: choose another --output_dir."
-        ) from error
-
-
-def check_run_dir(run_dir: Path, config: RunConfig) -> bool:
-    """Refuse a run directory that holds another configuration's run; True where it holds this one's.
-
-    Reads only: a refused directory is left exactly as it was.
-    """
-    run_dir = Path(run_dir)
-    recorded = read_config(run_dir)
-    if recorded is None:
-        # A worker may create workers/ before the chief writes config.json: that alone is still an empty run.
-        if run_dir.is_dir() and any(path.name != WORKERS_DIR for path in run_dir.iterdir()):
-            raise ConfigError(
-                f"--output_dir={run_dir} is not empty and holds no {CONFIG_FILE}, so it is not a run directory; "
-                f"choose a new or empty directory."
-            )
-        return False
-    mine = config.reproducibility_dict()
-    # A setting added after that run was recorded has its default there: a new field's default keeps the old behaviour.
-    added = {field.name: field.default for field in dataclasses.fields(RunConfig)
-             if field.default is not dataclasses.MISSING and field.name not in recorded.get("config", {})}
-    theirs = {key: value for key, value in {**added, **recorded.get("config", {})}.items()
-              if key not in NON_REPRODUCIBILITY_FIELDS}
-    differences = sorted(key for key in set(mine) | set(theirs) if mine.get(key) != theirs.get(key))
-    if differences:
-        shown = ", ".join(f"{key}: {theirs.get(key)!r} there vs {mine.get(key)!r} now" for key in differences[:3])
-        more = f" and {len(differences) - 3} more" if len(differences) > 3 else ""
-        raise ConfigError(
-            f"--output_dir={run_dir} belongs to a run with a different configuration ({shown}{more}); "
-            f"rerun with the same flags to resume it, or choose a new --output_dir."
-        )
-    return True
-
-
-def write_config(run_dir: Path, config: RunConfig) -> None:
-    """Record the configuration (and its fingerprint) in `run_dir/config.json`, atomically."""
-    payload = {"fingerprint": config.fingerprint(), "config": config.to_dict()}
-    write_json_atomic(Path(run_dir) / CONFIG_FILE, payload)
-
-
-def find_unfinished_run(root: Path, config: RunConfig, is_finished) -> Path | None:
-    """The newest run directory under `root` with this configuration whose run did not finish, if any."""
-    if not root.is_dir():
-        return None
-    candidates = sorted(
-        (path for path in root.iterdir() if path.is_dir() and path.name.startswith(f"{config.model}-")),
-        reverse=True,
-    )
-    for path in candidates:
-        recorded = read_config_quietly(path)
-        if recorded and recorded.get("fingerprint") == config.fingerprint() and not is_finished(path):
-            return path
-    return None
-
-
-def read_config_quietly(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return read_config(run_dir)
-    except ConfigError:
-        return None
+NON_REPRODUCIBILITY_FIELDS = tuple(field.name for field in declarations() if not field.metadata["reproducible"])

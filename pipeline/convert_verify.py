@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import tf_keras as keras
 
+from export import layout
 from export.convert import QUANTIZATION_MODES, is_quantization_aware, to_tflite
 from export.evaluate import TFLiteClassifier, agreement, top1_accuracy
 from export.files import write_bytes_atomic, write_text_atomic
@@ -45,16 +46,8 @@ from pipeline.train import evaluate_accuracy
 
 log = logging.getLogger(__name__)
 
-FLOAT_MODEL_FILE = "model_float32.tflite"
-LABELS_FILE = "labels.txt"
-META_FILE = "model_meta.json"
 # Calibration images for post-training int8: enough to see every class's activation ranges a few times.
 REPRESENTATIVE_IMAGES = 200
-
-
-def quantized_model_file(quantization: str) -> str:
-    """`model_int8.tflite`, `model_float16.tflite` or `model_dynamic.tflite`."""
-    return f"model_{quantization}.tflite"
 
 
 @dataclasses.dataclass
@@ -137,10 +130,10 @@ def convert_and_verify(
         raise ValueError(f"A quantization-aware model deploys as int8; got quantization={quantization!r}.")
     float_model = float_model_from_quantization_aware(model) if quantization_aware else model
 
-    files = {"float32": FLOAT_MODEL_FILE}
+    files = {"float32": layout.FLOAT_TFLITE}
     flatbuffers = {"float32": to_tflite(float_model, "none", sparse=sparse)}
     if quantization != "none":
-        files["quantized"] = quantized_model_file(quantization)
+        files["quantized"] = layout.quantized_tflite(quantization)
         flatbuffers["quantized"] = to_tflite(
             model,
             quantization,
@@ -150,12 +143,12 @@ def convert_and_verify(
     for artifact, flatbuffer in flatbuffers.items():
         write_bytes_atomic(run_dir / files[artifact], flatbuffer)
     app_artifact = "quantized" if quantization != "none" else "float32"
-    write_text_atomic(run_dir / LABELS_FILE, "\n".join(labels) + "\n")
+    write_text_atomic(run_dir / layout.LABELS, "\n".join(labels) + "\n")
     meta = meta_for_tflite(
         run_dir / files[app_artifact], labels, data.normalization,
         model_name=model_name, model_file=files[app_artifact], quantization=quantization,
     )
-    write_meta(run_dir / META_FILE, meta)
+    write_meta(run_dir / layout.META, meta)
 
     images, image_labels = data.val_arrays()
     keras_logits = model.predict(images, batch_size=max(data.batch_size, 128), verbose=0)
@@ -175,7 +168,7 @@ def convert_and_verify(
         checks["sparse_weights_stored"] = sparse_tensors["float32"] > 0
         if not checks["sparse_weights_stored"]:
             log.warning("sparse=True but the converter stored no weight sparse in %s (too few zeros?)",
-                        FLOAT_MODEL_FILE)
+                        layout.FLOAT_TFLITE)
 
     result = VerifyResult(
         model_name=model_name,
@@ -198,8 +191,8 @@ def convert_and_verify(
         sparse_tensors=sparse_tensors,
         integer_only_problems=problems,
         checks=checks,
-        paths={"float32": files["float32"], "quantized": files.get("quantized"), "labels": LABELS_FILE,
-               "meta": META_FILE, "app_model": files[app_artifact]},
+        paths={"float32": files["float32"], "quantized": files.get("quantized"), "labels": layout.LABELS,
+               "meta": layout.META, "app_model": files[app_artifact]},
         num_examples=len(image_labels),
     )
     _log_summary(result)
@@ -247,20 +240,16 @@ def _log_summary(result: VerifyResult) -> None:
         log.warning("verification FAILED: %s", ", ".join(failed))
 
 
-PTQ_BASELINE_FILE = "ptq_baseline/model_int8.tflite"
-
-
-def post_training_baseline(model: keras.Model, data: DataSplits, run_dir: Path, io_dtype: str) -> dict[str, Any]:
+def post_training_baseline(model: keras.Model, data: DataSplits, output: Path, io_dtype: str) -> dict[str, Any]:
     """With --qat: the same float model quantized after training instead, so one run shows what QAT bought.
 
-    Writes `ptq_baseline/model_int8.tflite` and returns the held-out top-1 of the float Keras model it came from
-    and of its int8 post-training-quantized conversion (calibrated exactly as the main int8 artifact is).
+    Writes the int8 model to `output` and returns the held-out top-1 of the float Keras model it came from and of
+    its int8 post-training-quantized conversion (calibrated exactly as the main int8 artifact is).
     """
     flatbuffer = to_tflite(model, "int8", representative_images=representative_images(data), io_dtype=io_dtype)
-    write_bytes_atomic(Path(run_dir) / PTQ_BASELINE_FILE, flatbuffer)
+    write_bytes_atomic(Path(output), flatbuffer)
     images, image_labels = data.val_arrays()
     return {
         "keras_float": evaluate_accuracy(model, data),
         "tflite_int8_ptq": top1_accuracy(TFLiteClassifier(flatbuffer).logits(images), image_labels),
-        "path": PTQ_BASELINE_FILE,
     }

@@ -26,7 +26,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from pipeline.config import STRATEGIES, WORKERS_DIR
+from export.layout import WORKERS as WORKERS_DIR
+from pipeline.config import STRATEGIES
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import tf_keras as keras
 
+from pipeline.config import SPARSIFY_METHODS
 from pipeline.data import DataSplits
 from pipeline.train import SparseCategoricalCrossentropyWithSmoothing, TrainSettings, accuracy_metric, fit, make_optimizer
 
 log = logging.getLogger(__name__)
 
-PRUNE_METHODS = ("2:4", "xnnpack", "magnitude")
+PRUNE_METHODS = SPARSIFY_METHODS
 # The networks whose graph TF-MOT's XNNPACK policy accepts (checked on every network in models/): the others
 # contain layers outside XNNPACK's sparse subgraph (hard-swish and SE hard-sigmoid in V3, max/average pooling,
 # concatenation and channel shuffle in the ShuffleNets).

@@ -1,14 +1,17 @@
-"""The report stage: `metrics.json` (stable keys, for machines), `report.md` (for people), `report.png` (a plot),
-and the summary table printed at the end of a run.
+"""The report: `metrics.json` (stable keys, for machines), `report.md` (for people), `report.png` (a plot), and the
+summary table printed at the end of a run. Each stage contributes its own part of metrics.json and its own
+section of report.md (pipeline.stage.Stage.metrics / .report); this module holds the keys every run has and
+puts the parts together.
 
 metrics.json always has these keys (a value is null where the run did not produce it):
 model, width_multiplier, dataset{name, num_classes, num_train, num_val, image_size, skipped_files}, params, macs,
 memory_access_cost, accuracy{keras_float, tflite_float32, tflite_quantized}, agreement_quantized_vs_float,
-size_bytes{float32, quantized}, quantization, io_dtype, qat_comparison{float_before_qat, int8_ptq, int8_qat} (only
-with --qat and int8), sparsity{method, target, overall, per_layer},
-stages{name: seconds}, latency{device, num_threads, float32_ms, quantized_ms, details}, distillation,
-training{epochs, optimizer, learning_rate, weight_decay, label_smoothing, bn_momentum, seed}, verification,
-config_fingerprint.
+size_bytes{float32, quantized}, quantization, io_dtype, qat, qat_comparison{float_before_qat, int8_ptq, int8_qat}
+(only with --qat and int8), sparsity{method, target, overall, per_layer}, stages{name: seconds},
+latency{device, num_threads, float32_ms, quantized_ms, details}, distillation, training{epochs, batch_size,
+optimizer, learning_rate, weight_decay, label_smoothing, bn_momentum, seed}, verification, run_dir,
+config_fingerprint. A channel-slimmed run adds params/macs/memory_access_cost_before_pruning, channels and
+channel_pruning{val_accuracy_before_pruning, val_accuracy_after_cut, val_accuracy_after_finetune, iterations}.
 """
 from __future__ import annotations
 
@@ -17,17 +20,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from export import layout
 from export.files import write_json_atomic, write_text_atomic
 from models.complexity import analyze
-from pipeline.config import RunConfig
-from pipeline.data import DataSplits
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.md"
-PLOT_FILE = "report.png"
-OUTPUTS = [METRICS_FILE, REPORT_FILE, PLOT_FILE]
+STAGE = "report"
+OUTPUTS = [layout.METRICS, layout.REPORT, layout.PLOT]
 TRAINED_STAGES = ("teacher", "train", "student_alone")
 
 
@@ -38,123 +38,82 @@ def complexity(model) -> dict[str, Any]:
             "memory_access_cost": int(result.memory_access_cost)}
 
 
-def build_metrics(
-    config: RunConfig,
-    data: DataSplits,
-    summaries: dict[str, dict[str, Any]],
-    seconds: dict[str, float],
-    bn_momentum: float,
-    run_dir: Path,
-) -> dict[str, Any]:
-    """The metrics.json content from the stages' summaries."""
-    trained = summaries["train"]
-    verification = dict(summaries.get("convert_verify") or {})
-    accuracy = verification.get("accuracy") or {}
-    sizes = verification.get("size_bytes") or {}
-    prune = summaries.get("prune")
-    benchmark = summaries.get("benchmark")
-    latency = None
-    if benchmark:
-        models = benchmark.get("models", {})
-        latency = {
-            "device": benchmark.get("device"),
-            "num_threads": benchmark.get("num_threads"),
-            "float32_ms": (models.get("float32") or {}).get("latency_ms"),
-            "quantized_ms": (models.get("quantized") or {}).get("latency_ms"),
-            "details": models,
-        }
-    qat_comparison = None
-    baseline = summaries.get("ptq_baseline")
-    if baseline:
-        qat_comparison = {"float_before_qat": baseline["keras_float"], "int8_ptq": baseline["tflite_int8_ptq"],
-                          "int8_qat": accuracy.get("tflite_quantized")}
-    distillation = None
-    if config.distill:
-        distillation = {
-            "teacher": config.teacher or config.teacher_checkpoint,
-            "teacher_val_accuracy": (summaries.get("teacher") or {}).get("val_accuracy",
-                                                                        trained.get("teacher_val_accuracy")),
-            "temperature": config.distill_temperature,
-            "alpha": config.distill_alpha,
-            "student_distilled_val_accuracy": trained["val_accuracy"],
-            "student_alone_val_accuracy": (summaries.get("student_alone") or {}).get("val_accuracy"),
-        }
+def base_metrics(context) -> dict[str, Any]:
+    """The keys every run's metrics.json has, from the configuration and the data; null until a stage fills them."""
+    config, data = context.config, context.data
     return {
         "model": config.model,
         "width_multiplier": config.width_multiplier,
-        "dataset": {
-            "name": config.dataset,
-            "num_classes": data.num_classes,
-            "num_train": data.num_train,
-            "num_val": data.num_val,
-            "image_size": data.image_size,
-            "skipped_files": len(data.skipped_files),
-        },
-        "params": trained.get("params"),
-        "macs": trained.get("macs"),
-        "memory_access_cost": trained.get("memory_access_cost"),
-        "accuracy": {
-            "keras_float": accuracy.get("keras_float", trained["val_accuracy"]),
-            "tflite_float32": accuracy.get("tflite_float32"),
-            "tflite_quantized": accuracy.get("tflite_quantized"),
-        },
-        "agreement_quantized_vs_float": verification.get("agreement_quantized_vs_float"),
-        "size_bytes": {"float32": sizes.get("float32"), "quantized": sizes.get("quantized")},
+        "dataset": {"name": config.dataset, "num_classes": data.num_classes, "num_train": data.num_train,
+                    "num_val": data.num_val, "image_size": data.image_size,
+                    "skipped_files": len(data.skipped_files)},
+        "params": None, "macs": None, "memory_access_cost": None,
+        "accuracy": {"keras_float": None, "tflite_float32": None, "tflite_quantized": None},
+        "agreement_quantized_vs_float": None,
+        "size_bytes": {"float32": None, "quantized": None},
         "quantization": config.quantize,
         "io_dtype": config.io_dtype if config.quantize == "int8" else None,
         "qat": config.qat,
-        "qat_comparison": qat_comparison,
-        "sparsity": {
-            "method": config.prune,
-            "target": config.prune_sparsity if prune else None,
-            "overall": prune.get("overall_sparsity") if prune else None,
-            "per_layer": prune.get("per_layer_sparsity") if prune else None,
-        },
-        "stages": seconds,
-        "latency": latency,
-        "distillation": distillation,
-        "training": {
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "optimizer": config.optimizer,
-            "learning_rate": config.learning_rate,
-            "weight_decay": config.weight_decay,
-            "label_smoothing": config.label_smoothing,
-            "bn_momentum": bn_momentum,
-            "seed": config.seed,
-        },
-        "verification": {key: value for key, value in verification.items()
-                         if key not in ("accuracy", "size_bytes", "agreement_quantized_vs_float")},
-        "run_dir": str(run_dir),
+        "qat_comparison": None,
+        "sparsity": {"method": config.prune, "target": None, "overall": None, "per_layer": None},
+        "stages": {},
+        "latency": None,
+        "distillation": None,
+        "training": {"epochs": config.epochs, "batch_size": config.batch_size, "optimizer": config.optimizer,
+                     "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
+                     "label_smoothing": config.label_smoothing, "bn_momentum": context.bn_momentum,
+                     "seed": config.seed},
+        "verification": {},
+        "run_dir": str(context.run_dir),
         "config_fingerprint": config.fingerprint(),
-        # Channel pruning changes the network itself: params and MACs describe the final model, and the
-        # numbers before pruning are kept beside them.
-        **_channel_pruning_complexity(prune, trained),
     }
 
 
-def _channel_pruning_complexity(prune: dict[str, Any] | None, trained: dict[str, Any]) -> dict[str, Any]:
-    if not prune or "macs_before_pruning" not in prune:
+def merge(into: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """Merge a stage's metrics part into `into`: nested dicts key by key, a non-null value replacing null."""
+    for key, value in part.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        elif value is not None or key not in into:
+            into[key] = value
+    return into
+
+
+def build_metrics(context, stages) -> dict[str, Any]:
+    """metrics.json: the base keys, then each stage's part in run order (later stages win)."""
+    metrics = base_metrics(context)
+    metrics["stages"] = {"data": round(context.data.load_seconds, 2),
+                         **{name: round(outcome.seconds, 2) for name, outcome in context.outcomes.items()}}
+    for stage in stages:
+        if stage.name in context.summaries:
+            merge(metrics, stage.metrics(context.summaries[stage.name], context))
+    return metrics
+
+
+def write(context, ledger, stages) -> dict[str, Any]:
+    """The report stage: metrics.json, report.md and report.png, recorded in the ledger like any stage."""
+    summaries = {name: outcome.summary for name, outcome in context.outcomes.items()}
+    histories = {name: summaries[name].get("history", {}) for name in TRAINED_STAGES if name in summaries}
+
+    def action():
+        metrics = build_metrics(context, stages)
+        sections = [stage.report(context.summaries[stage.name], context) for stage in stages
+                    if stage.name in context.summaries]
+        write_json_atomic(context.path(layout.METRICS), metrics)
+        write_text_atomic(context.path(layout.REPORT), markdown(metrics, [s for s in sections if s]))
+        write_plot(context.path(layout.PLOT), metrics, histories)
         return {}
-    return {"params": prune["params"], "macs": prune["macs"], "memory_access_cost": prune["memory_access_cost"],
-            "params_before_pruning": prune["params_before_pruning"],
-            "macs_before_pruning": prune["macs_before_pruning"], "channels": prune.get("channels"),
-            "memory_access_cost_before_pruning": trained.get("memory_access_cost")}
 
-
-def write_report(run_dir: Path, metrics: dict[str, Any], histories: dict[str, dict[str, list]]) -> None:
-    """Write metrics.json, report.md and report.png into `run_dir` (each atomically)."""
-    run_dir = Path(run_dir)
-    write_json_atomic(run_dir / METRICS_FILE, metrics)
-    write_text_atomic(run_dir / REPORT_FILE, markdown(metrics))
-    write_plot(run_dir / PLOT_FILE, metrics, histories)
+    # Keyed on results only: the data stage's time changes from run to run, the numbers do not.
+    ledger.run(STAGE, {"summaries": summaries}, OUTPUTS, action)
+    return read_metrics(context.run_dir)
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / METRICS_FILE).read_text())
+    return json.loads((Path(run_dir) / layout.METRICS).read_text())
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
 
@@ -169,11 +128,11 @@ def _ms(value: float | None) -> str:
 def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(artifact, held-out top-1, size, latency) rows."""
     accuracy, sizes, latency = metrics["accuracy"], metrics["size_bytes"], metrics["latency"] or {}
-    rows = [("Keras float", _percent(accuracy["keras_float"]), "—", "—"),
-            ("TFLite float32", _percent(accuracy["tflite_float32"]), _size(sizes["float32"]),
+    rows = [("Keras float", percent(accuracy["keras_float"]), "—", "—"),
+            ("TFLite float32", percent(accuracy["tflite_float32"]), _size(sizes["float32"]),
              _ms(latency.get("float32_ms")))]
     if metrics["quantization"] != "none":
-        rows.append((f"TFLite {metrics['quantization']}", _percent(accuracy["tflite_quantized"]),
+        rows.append((f"TFLite {metrics['quantization']}", percent(accuracy["tflite_quantized"]),
                      _size(sizes["quantized"]), _ms(latency.get("quantized_ms"))))
     return rows
 
@@ -182,35 +141,32 @@ def summary_table(metrics: dict[str, Any]) -> str:
     """The plain-text table printed at the end of a run."""
     latency = metrics["latency"]
     where = f"latency ({latency['device']}, {latency['num_threads']} thread)" if latency else "latency"
-    header = ("artifact", "held-out top-1", "size", where)
-    rows = [header, *summary_rows(metrics)]
+    rows = [("artifact", "held-out top-1", "size", where), *summary_rows(metrics)]
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     lines.append(f"top-1 agreement, {metrics['quantization']} vs float32: "
-                 f"{_percent(metrics['agreement_quantized_vs_float'])}")
-    lines += _qat_comparison_lines(metrics)
+                 f"{percent(metrics['agreement_quantized_vs_float'])}")
+    comparison = metrics.get("qat_comparison")
+    if comparison:
+        lines.append(f"int8 of the float model ({percent(comparison['float_before_qat'])}): post-training "
+                     f"{percent(comparison['int8_ptq'])}, after quantization-aware training "
+                     f"{percent(comparison['int8_qat'])}")
     distillation = metrics.get("distillation")
     if distillation and distillation.get("student_alone_val_accuracy") is not None:
-        lines.append(f"distilled student {_percent(distillation['student_distilled_val_accuracy'])} vs trained "
-                     f"alone {_percent(distillation['student_alone_val_accuracy'])} (Keras float, same epochs)")
+        lines.append(f"distilled student {percent(distillation['student_distilled_val_accuracy'])} vs trained "
+                     f"alone {percent(distillation['student_alone_val_accuracy'])} (Keras float, same epochs)")
     if metrics["sparsity"]["overall"] is not None:
         lines.append(f"sparsity ({metrics['sparsity']['method']}): {metrics['sparsity']['overall']:.3f} overall")
-    stages = ", ".join(f"{name} {value:.1f}s" for name, value in metrics["stages"].items())
-    lines.append(f"stages: {stages}")
+    if metrics.get("macs_before_pruning"):
+        lines.append(f"channels pruned: MACs {metrics['macs_before_pruning']:,} -> {metrics['macs']:,}, params "
+                     f"{metrics['params_before_pruning']:,} -> {metrics['params']:,}")
+    lines.append("stages: " + ", ".join(f"{name} {value:.1f}s" for name, value in metrics["stages"].items()))
     return "\n".join(lines)
 
 
-def _qat_comparison_lines(metrics: dict[str, Any]) -> list[str]:
-    comparison = metrics.get("qat_comparison")
-    if not comparison:
-        return []
-    return [f"int8 of the float model ({_percent(comparison['float_before_qat'])}): post-training "
-            f"{_percent(comparison['int8_ptq'])}, after quantization-aware training {_percent(comparison['int8_qat'])}"]
-
-
-def markdown(metrics: dict[str, Any]) -> str:
-    """report.md: what was run, the numbers, and where the artifacts are."""
+def markdown(metrics: dict[str, Any], sections: list[list[str]]) -> str:
+    """report.md: what was run, the numbers, each stage's section, and where the artifacts are."""
     dataset, training = metrics["dataset"], metrics["training"]
     macs = metrics["macs"]
     lines = [
@@ -230,34 +186,13 @@ def markdown(metrics: dict[str, Any]) -> str:
         *[f"| {' | '.join(row)} |" for row in summary_rows(metrics)],
         "",
         f"Top-1 agreement of the {metrics['quantization']} model with the float32 model: "
-        f"{_percent(metrics['agreement_quantized_vs_float'])}.",
+        f"{percent(metrics['agreement_quantized_vs_float'])}.",
     ]
-    lines += _qat_comparison_lines(metrics)
-    if metrics["latency"]:
-        lines.append(f"Latency: median on `{metrics['latency']['device']}` with {metrics['latency']['num_threads']} "
-                     f"thread(s) (see metrics.json for p90 and memory).")
-    distillation = metrics.get("distillation")
-    if distillation:
-        lines += ["", "## Distillation", "",
-                  f"Teacher `{distillation['teacher']}` (held-out {_percent(distillation['teacher_val_accuracy'])}), "
-                  f"T = {distillation['temperature']:g}, alpha = {distillation['alpha']:g}: distilled student "
-                  f"{_percent(distillation['student_distilled_val_accuracy'])}"
-                  + (f", the same student trained alone {_percent(distillation['student_alone_val_accuracy'])}."
-                     if distillation.get("student_alone_val_accuracy") is not None else ".")]
-    sparsity = metrics["sparsity"]
-    if sparsity["overall"] is not None:
-        lines += ["", "## Pruning", "", f"{sparsity['method']}, target {sparsity['target']:g}: overall sparsity "
-                  f"{sparsity['overall']:.3f}.", "", "| layer | sparsity |", "|---|---|"]
-        lines += [f"| {name} | {value:.3f} |" for name, value in (sparsity["per_layer"] or {}).items()]
-    failed = [name for name, passed in (metrics["verification"].get("checks") or {}).items() if not passed]
-    if failed:
-        lines += ["", f"**Failed verification checks: {', '.join(failed)}** (see metrics.json)."]
-    problems = metrics["verification"].get("integer_only_problems")
-    if problems:
-        lines += ["", "## Integer-only check", "", *[f"- {problem}" for problem in problems]]
+    for section in sections:
+        lines += ["", *section]
     lines += ["", "## Stages", "", "| stage | seconds |", "|---|---|",
               *[f"| {name} | {value:.1f} |" for name, value in metrics["stages"].items()],
-              "", f"Run directory: `{metrics['run_dir']}`. Plot: `{PLOT_FILE}`.", ""]
+              "", f"Run directory: `{metrics['run_dir']}`. Plot: `{layout.PLOT}`.", ""]
     return "\n".join(lines)
 
 

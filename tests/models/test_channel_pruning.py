@@ -189,9 +189,3 @@ def test_gamma_per_mac_ranks_by_gamma_over_cost_and_meets_a_mac_target_with_fewe
     assert kept["gamma_per_mac"] > kept["gamma"]  # expensive channels first: fewer go for the same budget
     with pytest.raises(ValueError, match="criterion must be one of gamma, gamma_per_mac"):
         channel_pruning.select_channels(model, prune_ratio=0.3, criterion="taylor")
-
-
-def test_the_pipeline_lists_the_same_criteria():
-    from pipeline.config import PRUNE_CRITERIA
-
-    assert PRUNE_CRITERIA == channel_pruning.CRITERIA

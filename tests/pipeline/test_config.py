@@ -11,11 +11,8 @@ from pipeline.config import (
     PHOTO_DEFAULTS,
     ConfigError,
     RunConfig,
-    check_run_dir,
-    find_unfinished_run,
-    read_config,
-    write_config,
 )
+from pipeline.run_dir import check_run_dir, find_unfinished_run, read_config, write_config
 
 MODELS = ["mobilenet_v2", "mobilenet_v3_small"]
 

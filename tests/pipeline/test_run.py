@@ -11,7 +11,8 @@ import pytest
 import tf_keras as keras
 
 from pipeline import run as run_module
-from pipeline.config import RunConfig, write_config
+from pipeline.config import RunConfig
+from pipeline.run_dir import write_config
 from pipeline.train import build_network, load_model, save_model
 from tests.pipeline.conftest import TINY_MODEL, TINY_WIDTH
 
@@ -84,12 +85,12 @@ def test_end_to_end_with_an_interruption_then_resume_then_nothing_to_do(monkeypa
     flags = tiny_flags(image_folder, run_dir)
 
     # 1. Killed during conversion: training is recorded as done, nothing after it.
-    import pipeline.workflow
+    import pipeline.convert_verify
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("simulated kill during conversion")
 
-    monkeypatch.setattr(pipeline.workflow, "convert_and_verify", killed)
+    monkeypatch.setattr(pipeline.convert_verify, "convert_and_verify", killed)
     with pytest.raises(KeyboardInterrupt):
         run_module.main(flags)
     assert set(stage_records(run_dir)) == {"train"} and (run_dir / "model.keras").is_file()
@@ -119,6 +120,37 @@ def test_end_to_end_with_an_interruption_then_resume_then_nothing_to_do(monkeypa
     assert run_module.main(flags) == 0
     assert stage_records(run_dir) == records
     assert "started" not in capsys.readouterr().out
+
+    # 4. A finished stage's output truncated behind the ledger's back: that stage (and what reads it) runs again.
+    int8 = (run_dir / "model_int8.tflite").read_bytes()
+    (run_dir / "model_int8.tflite").write_bytes(int8[:100])
+    assert run_module.main(flags) == 0
+    output = capsys.readouterr().out
+    assert "stage convert_verify runs again: model_int8.tflite changed since the stage wrote it" in output
+    assert "stage train          skipped" in output and (run_dir / "model_int8.tflite").read_bytes() == int8
+
+
+def test_a_run_directory_in_use_is_refused(capsys, tmp_path, image_folder):
+    from pipeline.run_dir import RunLock, write_config
+
+    run_dir = tmp_path / "run"
+    run_module._parse(tiny_flags(image_folder, run_dir))
+    config = run_module.config_from_flags().resolved()
+    write_config(run_dir, config)
+    lock = RunLock(run_dir).acquire()  # another pipeline.run working in it now
+    try:
+        assert run_module.main(tiny_flags(image_folder, run_dir)) == 2
+        assert "is in use by another pipeline.run" in capsys.readouterr().err
+    finally:
+        lock.release()
+
+
+def test_a_run_directory_of_an_older_layout_is_refused_in_one_line(capsys, tmp_path, image_folder):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"fingerprint": "0", "config": {}}))
+    assert run_module.main(tiny_flags(image_folder, run_dir)) == 2
+    assert "written by an older version of the pipeline" in capsys.readouterr().err
 
 
 def test_distillation_from_a_checkpoint_with_a_comparison(capsys, tmp_path, image_folder, tiny_data):
@@ -153,26 +185,6 @@ def test_qat_run_reports_post_training_int8_of_the_same_float_model(capsys, tmp_
     assert "after quantization-aware training" in capsys.readouterr().out
 
 
-def test_device_benchmark_pushes_the_binary_given_by_the_flag(monkeypatch, tmp_path):
-    """--benchmark_binary reaches export.adb (the adb side itself is tested against a fake adb in tests/export)."""
-    import export.adb
-    from pipeline import workflow
-
-    calls = []
-
-    class Result:
-        def to_dict(self):
-            return {"latency_ms": 1.0}
-
-    def benchmark_device(path, settings, binary=None, **options):
-        calls.append((Path(path).name, settings.num_threads, binary))
-        return Result()
-
-    monkeypatch.setattr(export.adb, "benchmark_device", benchmark_device)
-    results = workflow.benchmark({"quantized": tmp_path / "model_int8.tflite"}, "adb", 2, "/opt/benchmark_model")
-    assert calls == [("model_int8.tflite", 2, "/opt/benchmark_model")] and results["quantized"]["latency_ms"] == 1.0
-
-
 def test_channel_pruning_run_trains_sparse_then_records_a_rebuildable_network(tmp_path, image_folder, monkeypatch):
     import models
     from models import channel_pruning
@@ -198,19 +210,28 @@ def test_channel_pruning_run_trains_sparse_then_records_a_rebuildable_network(tm
     assert penalties and all(value == pytest.approx(0.002) for value in penalties)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["macs"] < metrics["macs_before_pruning"] and metrics["params"] < metrics["params_before_pruning"]
-    pruned = load_model(run_dir / "model_pruned.keras")
+    slim = metrics["channel_pruning"]
+    assert 0 <= slim["val_accuracy_after_cut"] <= 1 and slim["val_accuracy_after_finetune"] == metrics["accuracy"][
+        "keras_float"]
+    assert slim["val_accuracy_before_pruning"] == pytest.approx(stage_records(run_dir)["train"]["summary"]["val_accuracy"])
+    report = (run_dir / "report.md").read_text()
+    assert "## Channel slimming" in report and f"{metrics['macs_before_pruning']:,} | {metrics['macs']:,}" in report
+    assert f"{metrics['params_before_pruning']:,} | {metrics['params']:,}" in report
+    assert "right after it" in report and "overall sparsity" not in report
+    pruned = load_model(run_dir / "model_slim.keras")
     rebuilt = models.build(TINY_MODEL, input_shape=(32, 32, 3), num_classes=metrics["dataset"]["num_classes"],
                            width_multiplier=TINY_WIDTH, channels=metrics["channels"])
     assert analyze(rebuilt).macs == metrics["macs"] == analyze(pruned).macs
 
 
 def test_a_teacher_trained_in_the_run_learns_without_label_smoothing(tmp_path, image_folder, monkeypatch):
-    from pipeline import workflow
+    import pipeline.distill
+    from pipeline.stages import teacher
 
     # Label smoothing makes a worse teacher (its soft targets lose the class similarities): the teacher stage trains
     # on hard labels, while the student keeps --label_smoothing for its hard-label term.
     smoothing = {}
-    real_train, real_distill = workflow.train, workflow.distill
+    real_train, real_distill = teacher.train, pipeline.distill.distill
 
     def recording_train(model, data, settings, *args, **kwargs):
         smoothing["teacher"] = settings.label_smoothing
@@ -220,8 +241,8 @@ def test_a_teacher_trained_in_the_run_learns_without_label_smoothing(tmp_path, i
         smoothing["student"] = settings.label_smoothing
         return real_distill(student, teacher, data, settings, *args, **kwargs)
 
-    monkeypatch.setattr(workflow, "train", recording_train)
-    monkeypatch.setattr(workflow, "distill", recording_distill)
+    monkeypatch.setattr(teacher, "train", recording_train)
+    monkeypatch.setattr(pipeline.distill, "distill", recording_distill)
     flags = tiny_flags(image_folder, tmp_path / "run", f"--teacher={TINY_MODEL}",
                        f"--teacher_width_multiplier={TINY_WIDTH}", "--label_smoothing=0.2", "--quantize=none",
                        "--device=none")

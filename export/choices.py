@@ -1,0 +1,5 @@
+"""The allowed values of export's options, in a module that imports no TensorFlow, so a command line can check a
+flag in about a second (pipeline.config takes its choices from here)."""
+
+QUANTIZATIONS = ("int8", "float16", "dynamic", "none")
+IO_DTYPES = ("int8", "uint8")
