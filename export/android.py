@@ -154,7 +154,8 @@ def package(
     mismatches = model_mismatches(meta, model_bytes, meta_describes_model=described)
     if mismatches:
         raise PackagingMismatchError(model_path.name, mismatches)
-    num_classes = len(meta["labels"])
+    spec = tensor_spec(model_bytes)
+    num_classes = int(np.prod(spec["output"]["shape"][1:]))
     check_metadata(model_bytes, num_classes, model_path.name)
     asset = asset_name or default_asset_name(meta, model_path.name)
     if not _ASSET_NAME.match(asset):
@@ -183,8 +184,8 @@ def package(
         model_asset=main_assets / asset,
         sample_image=test_assets / SAMPLE_IMAGE,
         sample_expected=test_assets / SAMPLE_EXPECTED,
-        input_shape=tuple(meta["input"]["shape"]),
-        input_dtype=meta["input"]["dtype"],
+        input_shape=tuple(spec["input"]["shape"]),
+        input_dtype=spec["input"]["dtype"],
         num_classes=num_classes,
         expected_top1_label=expected["top1_label"],
     )

@@ -5,7 +5,8 @@ Android dependency. Classifying itself is MediaPipe's, and runs only on a device
 
 Needs `kotlinc` on PATH (or $KOTLINC), `java`, and JUnit 4 + Hamcrest jars (Debian: `apt-get install kotlin junit4`;
 or $JUNIT4_JAR and $HAMCREST_JAR). Skips, saying what is missing, where they are absent. Compiling takes tens of
-seconds, so the jar is cached by a hash of the sources and the compiler ($XDG_CACHE_HOME or ~/.cache).
+seconds, so the jar is cached by a hash of the sources and the compiler ($XDG_CACHE_HOME or ~/.cache). Debian's
+kotlinc is 1.3.31 while the app builds with Kotlin 2.2: the logic keeps to what both accept.
 """
 import hashlib
 import os

@@ -104,7 +104,7 @@ def test_packages_the_run_s_app_model_and_nothing_else(tmp_path):
 def test_a_second_model_goes_beside_the_first_for_the_app_s_model_picker(tmp_path):
     run, app = make_run(tmp_path), make_app(tmp_path)
     package(run, app)
-    package(run, app, model="model_float32.tflite")
+    assert package(run, app, model="model_float32.tflite").input_dtype == "float32"  # the meta describes int8
     package(run, app, asset_name="my-model.v2.tflite")
     names = sorted(p.name for p in (app / MAIN_ASSETS).iterdir())
     assert names == ["my-model.v2.tflite", "tiny_float32.tflite", "tiny_int8.tflite"]
