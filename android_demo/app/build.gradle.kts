@@ -11,7 +11,7 @@ android {
 
     defaultConfig {
         applicationId = "org.mobilecnn.demo"
-        // CameraX and LiteRT 1.4 both support API 21+; 24 keeps the build free of legacy multidex/desugaring work.
+        // MediaPipe Tasks needs API 24 (CameraX 1.5 needs 23).
         minSdk = 24
         targetSdk = 36
         versionCode = 1
@@ -30,8 +30,8 @@ android {
         targetCompatibility = JavaVersion.VERSION_17
     }
 
-    // The model is memory-mapped straight out of the APK (AssetManager.openFd), which works only for an
-    // uncompressed entry.
+    // MediaPipe memory-maps the model straight out of the APK (BaseOptions.setModelAssetPath), which works only
+    // for an uncompressed entry.
     androidResources {
         noCompress += "tflite"
     }
@@ -47,9 +47,11 @@ dependencies {
     implementation(libs.androidx.core.ktx)
     implementation(libs.androidx.activity.ktx)
     implementation(libs.bundles.camerax)
-    implementation(libs.bundles.litert)
+    // The classifier: MediaPipe Tasks reads each model's TFLite Model Metadata (normalization, labels) and does
+    // the image preprocessing, (de)quantization and top-k itself.
+    implementation(libs.mediapipe.tasks.vision)
 
-    // The pure logic (org.mobilecnn.demo.logic) has no Android dependency, so its tests are plain JVM JUnit 4.
+    // The app-specific logic (org.mobilecnn.demo.logic) has no Android dependency: plain JVM JUnit 4 tests.
     testImplementation(libs.junit)
 
     androidTestImplementation(libs.androidx.test.ext.junit)

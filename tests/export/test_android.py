@@ -1,22 +1,26 @@
-"""export.android: a run's model, labels and meta go into the app only when they agree; the CLI's errors are one line."""
+"""export.android: only a metadata-bearing model the client can take goes into the app; CLI errors are one line."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 import pytest
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter
 
 import tiny_tflite_models as tiny
 from png_decoding import decode_png
 from export import android
 from export.android import (
     MissingFileError,
+    MissingMetadataError,
     PackagingError,
     PackagingMismatchError,
+    metadata_names,
     package,
-    parse_labels,
     png_bytes,
 )
 from export.evaluate import TFLiteClassifier
@@ -29,6 +33,24 @@ MAIN_ASSETS = Path("app/src/main/assets")
 TEST_ASSETS = Path("app/src/androidTest/assets")
 
 
+def with_metadata(model: bytes) -> bytes:
+    """The model with a stand-in "TFLITE_METADATA" entry: all the local check in export.android looks for.
+
+    Once export.metadata (the metadata writer and its `check_classifier_metadata`) is in the tree, write real
+    metadata here with it instead."""
+    parsed = schema.ModelT.InitFromPackedBuf(model, 0)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(b"stand-in metadata", np.uint8)
+    parsed.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = android.TFLITE_METADATA
+    entry.buffer = len(parsed.buffers) - 1
+    parsed.metadata = list(parsed.metadata or []) + [entry]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(parsed.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def make_app(tmp_path: Path) -> Path:
     """A stand-in for android_demo/: packaging needs only its manifest and writes the asset folders itself."""
     app = tmp_path / "android_demo"
@@ -37,21 +59,22 @@ def make_app(tmp_path: Path) -> Path:
     return app
 
 
-def make_run(tmp_path: Path, quantization: str = "int8", io_dtype: str = "int8", labels=LABELS,
-             model_file: str | None = "model_int8.tflite", **meta_extra) -> Path:
-    """A run directory as pipeline.run leaves it: float32 model, the quantized one, labels.txt, model_meta.json."""
+def make_run(tmp_path: Path, quantization: str = "int8", io_dtype: str = "uint8", metadata: bool = True,
+             model_file: str | None = "model_int8.tflite", normalization=NORMALIZATION, **meta_extra) -> Path:
+    """A run directory as pipeline.run leaves it: float32 model, the quantized app model, model_meta.json."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "model_float32.tflite").write_bytes(tiny.converted("plain", "none"))
+    stamp = with_metadata if metadata else (lambda model: model)
+    (run / "model_float32.tflite").write_bytes(stamp(tiny.converted("plain", "none")))
     shipped = run / "model_float32.tflite"
     if quantization != "none":
         shipped = run / f"model_{quantization}.tflite"
-        shipped.write_bytes(tiny.converted("plain", quantization, io_dtype))
+        shipped.write_bytes(stamp(tiny.converted("plain", quantization, io_dtype)))
     extra = dict(meta_extra)
     if model_file:
         extra["model_file"] = model_file
-    write_meta(run / "model_meta.json", meta_for_tflite(shipped, labels, NORMALIZATION, model_name="tiny", **extra))
-    (run / "labels.txt").write_text("\n".join(labels) + "\n")
+    write_meta(run / "model_meta.json", meta_for_tflite(shipped, LABELS, normalization, model_name="tiny", **extra))
+    (run / "labels.txt").write_text("\n".join(LABELS) + "\n")
     return run
 
 
@@ -65,50 +88,74 @@ def snapshot(app: Path) -> dict[str, bytes]:
     return {str(p.relative_to(app)): p.read_bytes() for p in sorted(app.rglob("*")) if p.is_file()}
 
 
-def test_packages_the_meta_s_model_labels_and_meta(tmp_path):
+def test_packages_the_run_s_app_model_and_nothing_else(tmp_path):
     run, app = make_run(tmp_path), make_app(tmp_path)
     result = package(run, app)
 
     assets = app / MAIN_ASSETS
-    assert (assets / "model.tflite").read_bytes() == (run / "model_int8.tflite").read_bytes()
-    assert (assets / "labels.txt").read_bytes() == (run / "labels.txt").read_bytes()
-    assert (assets / "model_meta.json").read_bytes() == (run / "model_meta.json").read_bytes()
-    assert result.model_source == run / "model_int8.tflite"
-    assert result.model_asset == assets / "model.tflite"
-    assert result.input_shape == (1, 32, 32, 3) and result.input_dtype == "int8" and result.num_classes == 4
+    assert sorted(p.name for p in assets.iterdir()) == ["tiny_int8.tflite"]  # no labels.txt, no model_meta.json
+    assert (assets / "tiny_int8.tflite").read_bytes() == (run / "model_int8.tflite").read_bytes()
+    assert result.model_source == run / "model_int8.tflite" and result.model_asset == assets / "tiny_int8.tflite"
+    assert result.input_shape == (1, 32, 32, 3) and result.input_dtype == "uint8" and result.num_classes == 4
     assert "model_int8.tflite" in str(result) and json.dumps(result.to_dict())
     assert not [p for p in app.rglob("*.tmp")]
 
 
-def test_sample_expectation_is_the_host_interpreters_answer_for_the_bundled_pixels(tmp_path):
+def test_a_second_model_goes_beside_the_first_for_the_app_s_model_picker(tmp_path):
+    run, app = make_run(tmp_path), make_app(tmp_path)
+    package(run, app)
+    assert package(run, app, model="model_float32.tflite").input_dtype == "float32"  # the meta describes int8
+    package(run, app, asset_name="my-model.v2.tflite")
+    names = sorted(p.name for p in (app / MAIN_ASSETS).iterdir())
+    assert names == ["my-model.v2.tflite", "tiny_float32.tflite", "tiny_int8.tflite"]
+    expected = json.loads((app / TEST_ASSETS / "sample_expected.json").read_text())
+    assert expected["model_asset"] == "my-model.v2.tflite"  # the expectation follows the last packaged model
+
+
+@pytest.mark.parametrize("name", ["../escape.tflite", "model.bin", ".hidden.tflite", "a b.tflite"])
+def test_bad_asset_names_are_refused(tmp_path, name):
+    run, app = make_run(tmp_path), make_app(tmp_path)
+    with pytest.raises(PackagingError, match="--asset_name"):
+        package(run, app, asset_name=name)
+    assert not (app / MAIN_ASSETS).exists()
+
+
+def test_uint8_expectation_is_the_host_interpreter_on_raw_pixels(tmp_path):
     run, app = make_run(tmp_path), make_app(tmp_path)
     result = package(run, app)
 
     image = decode_png((app / TEST_ASSETS / "sample_image.png").read_bytes())
-    assert image.shape == (32, 32, 3)  # the model's input size: the app's crop and resize are the identity
+    assert image.shape == (32, 32, 3)  # the model's input size: MediaPipe's resize is the identity
     expected = json.loads((app / TEST_ASSETS / "sample_expected.json").read_text())
-    normalized = (image.astype(np.float32) - 127.5) / 127.5
-    logits = TFLiteClassifier(tiny.converted("plain", "int8"), num_threads=1).logits(normalized[np.newaxis])[0]
-    np.testing.assert_allclose(expected["logits"], logits, rtol=0, atol=1e-6)
-    assert expected["top1_index"] == int(np.argmax(logits))
+    interpreter = Interpreter(model_content=(run / "model_int8.tflite").read_bytes(), num_threads=1)
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert source["dtype"] == np.uint8
+    interpreter.set_tensor(source["index"], image[np.newaxis])  # what MediaPipe feeds a uint8 input: the pixels
+    interpreter.invoke()
+    scale, zero_point = target["quantization"]
+    scores = (interpreter.get_tensor(target["index"])[0].astype(np.float32) - zero_point) * scale
+    np.testing.assert_allclose(expected["scores"], scores, rtol=0, atol=1e-6)
+    assert expected["top1_index"] == int(np.argmax(scores))
     assert expected["top1_label"] == LABELS[expected["top1_index"]] == result.expected_top1_label
-    assert expected["image"] == "sample_image.png" and expected["model_file"] == "model_int8.tflite"
-    # Two output quantization steps: the device's int8 kernels may round a requantization differently.
-    meta = json.loads((run / "model_meta.json").read_text())
-    assert expected["logit_tolerance"] == pytest.approx(2 * meta["output"]["quantization"]["scale"])
+    assert expected["top1_score"] == pytest.approx(float(np.max(scores)))
+    assert expected["image"] == "sample_image.png" and expected["model_asset"] == "tiny_int8.tflite"
+    assert expected["score_tolerance"] == pytest.approx(2 * scale)  # two output steps: device rounding may differ
     assert expected["top1_margin"] > 0
 
 
-def test_float_model_and_a_user_photo(tmp_path):
+def test_float_expectation_is_normalized_as_the_metadata_says_and_a_user_photo(tmp_path):
     run, app = make_run(tmp_path, quantization="none", model_file="model_float32.tflite"), make_app(tmp_path)
     photo = tmp_path / "photo.png"
-    rng = np.random.default_rng(5)
-    photo.write_bytes(png_bytes(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)))
+    photo.write_bytes(png_bytes(np.random.default_rng(5).integers(0, 256, (48, 64, 3), dtype=np.uint8)))
     result = package(run, app, sample_image=photo)
-    assert result.input_dtype == "float32"
-    assert decode_png(result.sample_image.read_bytes()).shape == (32, 32, 3)
+    assert result.input_dtype == "float32" and result.model_asset.name == "tiny_float32.tflite"
+    image = decode_png(result.sample_image.read_bytes())
+    assert image.shape == (32, 32, 3)
     expected = json.loads(result.sample_expected.read_text())
-    assert expected["logit_tolerance"] == pytest.approx(1e-3 * max(1.0, max(abs(v) for v in expected["logits"])))
+    logits = TFLiteClassifier(run / "model_float32.tflite").logits(((image - 127.5) / 127.5)[np.newaxis])[0]
+    np.testing.assert_allclose(expected["scores"], logits, rtol=0, atol=1e-5)
+    assert expected["score_tolerance"] == pytest.approx(1e-3 * max(1.0, max(abs(v) for v in expected["scores"])))
 
 
 def test_without_model_file_the_model_matching_the_meta_is_chosen(tmp_path):
@@ -124,75 +171,57 @@ def test_without_model_file_float16_is_preferred_over_float32_with_the_same_io(t
     assert package(run, app, model="model_float32.tflite").model_source.name == "model_float32.tflite"
 
 
-def _expect_mismatch(run, app, *fragments):
+def _expect_refusal(run, app, error_type, *fragments):
     before = snapshot(app)
-    with pytest.raises(PackagingMismatchError) as caught:
+    with pytest.raises(error_type) as caught:
         package(run, app)
     message = str(caught.value)
     for fragment in fragments:
         assert fragment in message, message
     assert "\n" not in message
-    assert isinstance(caught.value, MetaMismatchError) and caught.value.mismatches
-    assert snapshot(app) == before, "a failed packaging must not touch the app"
+    assert snapshot(app) == before, "a refused packaging must not touch the app"
     return caught.value
 
 
-def test_label_count_mismatch(tmp_path):
-    run, app = make_run(tmp_path), make_app(tmp_path)
-    package(run, app)  # a complete older app is in place; the failed run below must leave it as it is
-    (run / "labels.txt").write_text("tench\nchurch\ngolf ball\n")
-    _expect_mismatch(run, app, "labels.txt: 3 labels, the model outputs 4 classes")
+def test_a_model_without_metadata_is_refused(tmp_path):
+    run, app = make_run(tmp_path, metadata=False), make_app(tmp_path)
+    _expect_refusal(run, app, MissingMetadataError, "model_int8.tflite", "no TFLite Model Metadata")
+    assert android.TFLITE_METADATA not in metadata_names((run / "model_int8.tflite").read_bytes())
+    assert android.TFLITE_METADATA in metadata_names(with_metadata((run / "model_int8.tflite").read_bytes()))
 
 
-def test_labels_txt_must_equal_the_meta_labels(tmp_path):
-    run, app = make_run(tmp_path), make_app(tmp_path)
-    (run / "labels.txt").write_text("tench\nchurch\nparachute\ngolf ball\n")
-    _expect_mismatch(run, app, "labels.txt differs from model_meta.json's labels at line 3")
+def test_an_int8_input_model_is_refused_as_the_client_would(tmp_path):
+    run, app = make_run(tmp_path, io_dtype="int8"), make_app(tmp_path)
+    error = _expect_refusal(run, app, PackagingMismatchError,
+                            "input dtype int8: MediaPipe's ImageClassifier takes uint8 or float32")
+    assert isinstance(error, MetaMismatchError) and error.mismatches
 
 
-def test_meta_label_count_mismatch(tmp_path):
-    run, app = make_run(tmp_path), make_app(tmp_path)
-    edit_meta(run, lambda meta: meta["labels"].append("extra"))
-    _expect_mismatch(run, app, "labels: meta has 5, the model outputs 4 classes")
+def test_per_channel_normalization_is_refused_for_a_float_model(tmp_path):
+    per_channel = {"mean": [123.7, 116.3, 103.5], "std": [58.4, 57.1, 57.4]}
+    run = make_run(tmp_path, quantization="none", model_file="model_float32.tflite", normalization=per_channel)
+    _expect_refusal(run, make_app(tmp_path), PackagingMismatchError, "one mean and std for all three channels")
 
 
-def test_shape_mismatch(tmp_path):
-    run, app = make_run(tmp_path), make_app(tmp_path)
-    edit_meta(run, lambda meta: meta["input"].update(shape=[1, 64, 64, 3]))
-    _expect_mismatch(run, app, "input shape: meta says [1, 64, 64, 3], model has [1, 32, 32, 3]")
-
-
-def test_dtype_mismatch(tmp_path):
-    run, app = make_run(tmp_path, model_file="model_float32.tflite"), make_app(tmp_path)  # an int8 meta
-    error = _expect_mismatch(run, app, "input dtype: meta says int8, model has float32",
-                             "output dtype: meta says int8, model has float32")
-    assert any("quantization" in problem for problem in error.mismatches)
-
-
-def test_quantization_mismatch(tmp_path):
-    run, app = make_run(tmp_path), make_app(tmp_path)
-
-    def change(meta):
-        meta["input"]["quantization"]["scale"] *= 2
-        meta["output"]["quantization"]["zero_point"] += 1
-
-    edit_meta(run, change)
-    _expect_mismatch(run, app, "input quantization scale", "output quantization zero_point")
-
-
-def test_uint8_meta_on_int8_model(tmp_path):
-    run, app = make_run(tmp_path), make_app(tmp_path)
-    (run / "model_int8.tflite").write_bytes(tiny.converted("plain", "int8", "uint8"))
-    _expect_mismatch(run, app, "input dtype: meta says int8, model has uint8")
-
-
-def test_a_meta_the_app_cannot_feed_is_refused(tmp_path):
+def test_a_meta_with_another_pixel_range_is_refused(tmp_path):
     run, app = make_run(tmp_path), make_app(tmp_path)
     edit_meta(run, lambda meta: meta["normalization"].update(pixel_range=[0, 1]))
-    _expect_mismatch(run, app, "pixel_range [0, 1]")
+    _expect_refusal(run, app, PackagingMismatchError, "pixel_range [0, 1]")
 
 
-@pytest.mark.parametrize("missing", ["labels.txt", "model_meta.json", "model_int8.tflite"])
+@pytest.mark.parametrize("change, fragment", [
+    (lambda meta: meta["labels"].append("extra"), "labels: meta has 5, the model outputs 4 classes"),
+    (lambda meta: meta["input"].update(shape=[1, 64, 64, 3]), "input shape: meta says [1, 64, 64, 3]"),
+    (lambda meta: meta["output"]["quantization"].update(zero_point=99), "output quantization zero_point"),
+])
+def test_a_meta_that_does_not_describe_the_model_is_refused(tmp_path, change, fragment):
+    run, app = make_run(tmp_path), make_app(tmp_path)
+    package(run, app)  # a complete older app is in place; the refused run below must leave it as it is
+    edit_meta(run, change)
+    _expect_refusal(run, app, PackagingMismatchError, fragment)
+
+
+@pytest.mark.parametrize("missing", ["model_meta.json", "model_int8.tflite"])
 def test_missing_run_files(tmp_path, missing):
     run, app = make_run(tmp_path), make_app(tmp_path)
     (run / missing).unlink()
@@ -201,51 +230,51 @@ def test_missing_run_files(tmp_path, missing):
     assert not (app / MAIN_ASSETS).exists()
 
 
-def test_missing_run_dir_and_wrong_app_dir(tmp_path):
+def test_labels_txt_is_no_longer_needed(tmp_path):
+    run, app = make_run(tmp_path), make_app(tmp_path)
+    (run / "labels.txt").unlink()  # the labels travel inside the model's metadata
+    assert package(run, app).num_classes == 4
+
+
+def test_missing_run_dir_wrong_app_dir_and_invalid_meta(tmp_path):
     app = make_app(tmp_path)
     with pytest.raises(MissingFileError, match="Run directory"):
         package(tmp_path / "nowhere", app)
     run = make_run(tmp_path)
     with pytest.raises(MissingFileError, match="not the Android demo project"):
         package(run, tmp_path / "run")
-
-
-def test_invalid_meta_is_a_packaging_error(tmp_path):
-    run, app = make_run(tmp_path), make_app(tmp_path)
     (run / "model_meta.json").write_text("{not json")
     with pytest.raises(PackagingError, match="not valid JSON"):
         package(run, app)
+
+
+def test_not_a_flatbuffer():
+    with pytest.raises(PackagingError, match="not a TFLite flatbuffer"):
+        metadata_names(b"PK\x03\x04 a zip, not a model")
 
 
 def test_interrupted_staging_leaves_the_app_untouched(tmp_path, monkeypatch):
     run, app = make_run(tmp_path), make_app(tmp_path)
     package(run, app)
     before = snapshot(app)
-    (run / "labels.txt").write_text("\n".join(reversed(LABELS)) + "\n")
-    edit_meta(run, lambda meta: meta.update(labels=list(reversed(LABELS))))
     calls = []
 
     def failing_fsync(fd):
         calls.append(fd)
-        if len(calls) == 4:
+        if len(calls) == 3:
             raise OSError("disk full")
 
     monkeypatch.setattr(android.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="disk full"):
-        package(run, app)
+        package(run, app, asset_name="other.tflite")
     assert snapshot(app) == before
     assert not [p for p in app.rglob("*.tmp")]
-
-
-def test_labels_parse_like_the_app():
-    assert parse_labels("tench\r\nchurch\n\ngolf ball\n\n") == ["tench", "church", "", "golf ball"]
-    assert parse_labels("") == []
 
 
 def test_png_round_trip_and_resize_conventions():
     image = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     np.testing.assert_array_equal(decode_png(png_bytes(image)), image)
-    # Same numbers as the app's ImageOpsTest: pixel centers, so halving averages neighbours and same size copies.
+    # Pixel centers, as tf.image.resize: halving averages neighbours and the same size copies.
     row = np.array([[[0], [100], [200], [250]]], np.float32)
     np.testing.assert_allclose(android._resize_bilinear(row, 1, 2)[0, :, 0], [50, 225])
     np.testing.assert_allclose(android._resize_bilinear(row, 1, 4), row)
@@ -256,18 +285,18 @@ def _cli(*args):
                           timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
-def test_cli_packages_and_exits_2_with_one_line_on_a_mismatch(tmp_path):
+def test_cli_packages_and_exits_2_with_one_line_on_a_model_without_metadata(tmp_path):
     run, app = make_run(tmp_path), make_app(tmp_path)
-    done = _cli("--run_dir", str(run), "--app_dir", str(app))
+    done = _cli("--run_dir", str(run), "--app_dir", str(app), "--asset_name", "cli.tflite")
     assert done.returncode == 0, done.stderr
-    assert "packaged model_int8.tflite" in done.stdout
+    assert "packaged model_int8.tflite" in done.stdout and (app / MAIN_ASSETS / "cli.tflite").is_file()
 
-    (run / "labels.txt").write_text("only one label\n")
+    (run / "model_int8.tflite").write_bytes(tiny.converted("plain", "int8", "uint8"))  # metadata stripped
     failed = _cli("--run_dir", str(run), "--app_dir", str(app))
     assert failed.returncode == 2
     error_lines = [line for line in failed.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1 and error_lines[0].startswith("export.android: error: "), failed.stderr
-    assert "labels.txt: 1 labels, the model outputs 4 classes" in error_lines[0]
+    assert "no TFLite Model Metadata" in error_lines[0]
     assert "Traceback" not in failed.stderr
 
     missing = _cli("--run_dir", str(tmp_path / "nowhere"), "--app_dir", str(app))

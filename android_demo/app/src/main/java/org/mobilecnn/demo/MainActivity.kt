@@ -2,12 +2,14 @@ package org.mobilecnn.demo
 
 import android.Manifest
 import android.content.pm.PackageManager
-import android.os.Build
 import android.os.Bundle
 import android.view.Surface
+import android.view.View
+import android.widget.AdapterView
+import android.widget.ArrayAdapter
 import android.widget.RadioButton
 import android.widget.RadioGroup
-import android.widget.SeekBar
+import android.widget.Spinner
 import android.widget.TextView
 import androidx.activity.ComponentActivity
 import androidx.activity.result.contract.ActivityResultContracts
@@ -19,39 +21,43 @@ import androidx.camera.lifecycle.ProcessCameraProvider
 import androidx.camera.view.PreviewView
 import androidx.core.content.ContextCompat
 import org.mobilecnn.demo.logic.Accelerator
-import org.mobilecnn.demo.logic.ClassificationResult
-import org.mobilecnn.demo.logic.Classifier
+import org.mobilecnn.demo.logic.AcceleratorFallback
+import org.mobilecnn.demo.logic.ModelCatalog
 import org.mobilecnn.demo.logic.MovingAverage
-import org.mobilecnn.demo.logic.RgbImage
-import java.util.Locale
+import org.mobilecnn.demo.logic.NoAcceleratorException
+import org.mobilecnn.demo.logic.Prediction
+import org.mobilecnn.demo.logic.ResultText
 import java.util.concurrent.ExecutorService
 import java.util.concurrent.Executors
 
 /**
- * Camera preview with the packaged model's top-3 labels and its inference time over it. The UI thread only
- * draws; loading the model, building the interpreter and every inference run on one analysis thread.
+ * Camera preview with the chosen model's top-3 categories and its inference time over it, from MediaPipe's
+ * ImageClassifier. The UI thread only draws; opening the classifier and sending it frames happen on one analysis
+ * thread (the GPU delegate must be used on the thread that created it); results arrive on MediaPipe's thread.
  */
 class MainActivity : ComponentActivity() {
     private lateinit var previewView: PreviewView
     private lateinit var resultsView: TextView
     private lateinit var statusView: TextView
+    private lateinit var modelSpinner: Spinner
     private lateinit var acceleratorGroup: RadioGroup
-    private lateinit var threadsBar: SeekBar
-    private lateinit var threadsLabel: TextView
 
-    // LiteRT interpreters are not thread-safe: everything below this line is touched on analysisExecutor only.
     private val analysisExecutor: ExecutorService = Executors.newSingleThreadExecutor()
-    private var modelAssets: ModelAssets? = null
-    private var engine: LiteRtEngine? = null
-    private var classifier: Classifier? = null
-    private var pixels = IntArray(0)
+    private var models: List<String> = emptyList()
+
+    // Touched on analysisExecutor only.
+    private var classifier: LiveClassifier? = null
+
+    // Results of a classifier that has since been replaced are dropped: each one carries the generation it came from.
+    @Volatile
+    private var generation = 0
     private val latency = MovingAverage(LATENCY_WINDOW)
 
     @Volatile
-    private var accelerator = Accelerator.CPU
+    private var model: String? = null
 
     @Volatile
-    private var threads = DEFAULT_THREADS
+    private var accelerator = Accelerator.CPU
 
     private val requestCameraPermission =
         registerForActivityResult(ActivityResultContracts.RequestPermission()) { granted ->
@@ -64,16 +70,18 @@ class MainActivity : ComponentActivity() {
         previewView = findViewById(R.id.preview)
         resultsView = findViewById(R.id.results)
         statusView = findViewById(R.id.status)
+        modelSpinner = findViewById(R.id.models)
         acceleratorGroup = findViewById(R.id.accelerators)
-        threadsBar = findViewById(R.id.threads)
-        threadsLabel = findViewById(R.id.threads_label)
 
-        savedInstanceState?.let {
-            accelerator = Accelerator.values()[it.getInt(KEY_ACCELERATOR, Accelerator.CPU.ordinal)]
-            threads = it.getInt(KEY_THREADS, DEFAULT_THREADS)
-        }
+        models = ModelCatalog.models(assets.list("")?.toList() ?: emptyList())
+        model = ModelCatalog.choose(models, savedInstanceState?.getString(KEY_MODEL))
+        accelerator = Accelerator.fromName(savedInstanceState?.getString(KEY_ACCELERATOR))
         setUpControls()
-        analysisExecutor.execute { loadModel() }
+        if (model == null) {
+            showStatus(ModelCatalog.NO_MODEL_MESSAGE)
+        } else {
+            analysisExecutor.execute { reopen() }
+        }
 
         if (ContextCompat.checkSelfPermission(this, Manifest.permission.CAMERA) == PackageManager.PERMISSION_GRANTED) {
             startCamera()
@@ -84,85 +92,96 @@ class MainActivity : ComponentActivity() {
 
     override fun onSaveInstanceState(outState: Bundle) {
         super.onSaveInstanceState(outState)
-        outState.putInt(KEY_ACCELERATOR, accelerator.ordinal)
-        outState.putInt(KEY_THREADS, threads)
+        outState.putString(KEY_MODEL, model)
+        outState.putString(KEY_ACCELERATOR, accelerator.name)
     }
 
     override fun onDestroy() {
         super.onDestroy()
+        generation++
         analysisExecutor.execute {
-            engine?.close()
-            engine = null
+            classifier?.close()
             classifier = null
         }
         analysisExecutor.shutdown()
     }
 
     private fun setUpControls() {
+        modelSpinner.adapter = ArrayAdapter(this, android.R.layout.simple_spinner_dropdown_item,
+            models.map(ModelCatalog::title))
+        model?.let { modelSpinner.setSelection(models.indexOf(it)) }
+        modelSpinner.onItemSelectedListener = object : AdapterView.OnItemSelectedListener {
+            override fun onItemSelected(parent: AdapterView<*>, view: View?, position: Int, id: Long) {
+                if (models[position] == model) return
+                model = models[position]
+                analysisExecutor.execute { reopen() }
+            }
+
+            override fun onNothingSelected(parent: AdapterView<*>) = Unit
+        }
+
         for (choice in Accelerator.values()) {
             val button = RadioButton(this)
             button.id = BUTTON_ID_BASE + choice.ordinal
             button.text = choice.title
             button.setTextColor(getColor(R.color.overlay_text))
-            // NNAPI needs Android 8.1; it is deprecated from Android 15 (its title says so) but still selectable.
-            button.isEnabled = choice != Accelerator.NNAPI || Build.VERSION.SDK_INT >= Build.VERSION_CODES.O_MR1
             acceleratorGroup.addView(button)
         }
         acceleratorGroup.check(BUTTON_ID_BASE + accelerator.ordinal)
         acceleratorGroup.setOnCheckedChangeListener { _, checkedId ->
             accelerator = Accelerator.values()[checkedId - BUTTON_ID_BASE]
-            analysisExecutor.execute { rebuildEngine() }
-        }
-
-        val maxThreads = Runtime.getRuntime().availableProcessors().coerceIn(1, MAX_THREADS)
-        threads = threads.coerceIn(1, maxThreads)
-        threadsBar.max = maxThreads - 1
-        threadsBar.progress = threads - 1
-        threadsLabel.text = getString(R.string.threads, threads)
-        threadsBar.setOnSeekBarChangeListener(object : SeekBar.OnSeekBarChangeListener {
-            override fun onProgressChanged(bar: SeekBar, progress: Int, fromUser: Boolean) {
-                threadsLabel.text = getString(R.string.threads, progress + 1)
-            }
-
-            override fun onStartTrackingTouch(bar: SeekBar) = Unit
-
-            override fun onStopTrackingTouch(bar: SeekBar) {
-                threads = bar.progress + 1
-                analysisExecutor.execute { rebuildEngine() }
-            }
-        })
-    }
-
-    /** Analysis thread: read model.tflite, labels.txt and model_meta.json from the assets. */
-    private fun loadModel() {
-        try {
-            modelAssets = ModelAssets.load(assets)
-            rebuildEngine()
-        } catch (error: Exception) {
-            showStatus(error.message ?: error.toString())
+            analysisExecutor.execute { reopen() }
         }
     }
 
-    /** Analysis thread: a new interpreter for the chosen accelerator and thread count. */
-    private fun rebuildEngine() {
-        val loaded = modelAssets ?: return
-        engine?.close()
-        engine = null
+    /**
+     * Analysis thread: a classifier for the chosen model on `requested`, falling back from GPU to CPU; `note` (why
+     * this is not what the user chose) is shown instead of the usual status line.
+     */
+    private fun reopen(requested: Accelerator = accelerator, note: String? = null) {
+        val chosen = model ?: return
+        val current = ++generation
+        classifier?.close()
         classifier = null
-        latency.reset()
-        val chosen = accelerator
-        val threadCount = threads
+        synchronized(latency) { latency.reset() }
         try {
-            val newEngine = LiteRtEngine(loaded.model, loaded.meta, chosen, threadCount)
-            engine = newEngine
-            classifier = Classifier(loaded.meta, newEngine)
-            val name = loaded.meta.modelName ?: ModelAssets.MODEL
-            showStatus(getString(R.string.running, name, chosen.title, threadCount))
-        } catch (error: AcceleratorUnavailableException) {
-            showStatus(getString(R.string.accelerator_unavailable, error.message))
-        } catch (error: Exception) {
+            val opened = AcceleratorFallback.open(requested) { choice ->
+                LiveClassifier.open(this, chosen, choice,
+                    onResult = { predictions, millis -> onResult(current, predictions, millis) },
+                    onError = { error -> runOnAnalysisThread { onRuntimeError(current, error) } })
+            }
+            classifier = opened.value
+            showStatus(note ?: opened.note
+                ?: getString(R.string.running, ModelCatalog.title(chosen), opened.accelerator.title))
+        } catch (error: NoAcceleratorException) {
             showStatus(error.message ?: error.toString())
         }
+    }
+
+    /**
+     * Analysis thread: an error while running (e.g. the GPU delegate failing on its first frame) moves on to the
+     * next accelerator; the user's choice stays selected, and the status line says what runs instead.
+     */
+    private fun onRuntimeError(fromGeneration: Int, error: RuntimeException) {
+        val failed = classifier ?: return
+        if (fromGeneration != generation) return
+        val next = AcceleratorFallback.next(failed.accelerator)
+        if (next == null) {
+            classifier = null
+            failed.close()
+            showStatus(getString(R.string.classifier_error, error.message ?: error.toString()))
+            return
+        }
+        reopen(next, AcceleratorFallback.fallbackNote(failed.accelerator, next, error))
+    }
+
+    private fun onResult(fromGeneration: Int, predictions: List<Prediction>, millis: Long) {
+        if (fromGeneration != generation) return
+        val text = synchronized(latency) {
+            val average = latency.add(millis.toDouble())
+            ResultText.overlay(predictions, LiveClassifier.MAX_RESULTS, average, latency.count)
+        }
+        runOnUiThread { resultsView.text = text }
     }
 
     private fun startCamera() {
@@ -170,7 +189,7 @@ class MainActivity : ComponentActivity() {
         providerFuture.addListener({
             val provider = providerFuture.get()
             // The activity is recreated on rotation, so the display's rotation now is the one to target; each
-            // frame's rotationDegrees then says how to turn it upright before it is classified.
+            // frame's rotationDegrees then tells MediaPipe how to turn it upright.
             val rotation = previewView.display?.rotation ?: Surface.ROTATION_0
             val preview = Preview.Builder().setTargetRotation(rotation).build()
             preview.setSurfaceProvider(previewView.surfaceProvider)
@@ -179,34 +198,29 @@ class MainActivity : ComponentActivity() {
                 .setBackpressureStrategy(ImageAnalysis.STRATEGY_KEEP_ONLY_LATEST)
                 .setOutputImageFormat(ImageAnalysis.OUTPUT_IMAGE_FORMAT_RGBA_8888)
                 .build()
-            analysis.setAnalyzer(analysisExecutor) { image -> analyze(image) }
+            analysis.setAnalyzer(analysisExecutor) { frame -> analyze(frame) }
             provider.unbindAll()
             provider.bindToLifecycle(this, CameraSelector.DEFAULT_BACK_CAMERA, preview, analysis)
         }, ContextCompat.getMainExecutor(this))
     }
 
-    /** Analysis thread: one camera frame through the classifier; the UI gets the text to show. */
-    private fun analyze(image: ImageProxy) {
-        image.use {
-            val current = classifier ?: return
-            val bitmap = it.toBitmap()
-            val size = bitmap.width * bitmap.height
-            if (pixels.size != size) pixels = IntArray(size)
-            bitmap.getPixels(pixels, 0, bitmap.width, 0, 0, bitmap.width, bitmap.height)
-            val frame = RgbImage(bitmap.width, bitmap.height, pixels)
-            bitmap.recycle()
-            val result = current.classify(frame, it.imageInfo.rotationDegrees, TOP_K)
-            val text = describe(result, latency.add(result.inferenceMillis))
-            runOnUiThread { resultsView.text = text }
+    /** Analysis thread: hand the frame to MediaPipe (which closes nothing: LiveClassifier closes the frame). */
+    private fun analyze(frame: ImageProxy) {
+        val current = classifier
+        if (current == null) {
+            frame.close()
+            return
+        }
+        try {
+            current.classify(frame)
+        } catch (error: RuntimeException) {
+            onRuntimeError(generation, error)
         }
     }
 
-    private fun describe(result: ClassificationResult, averageMillis: Double): String {
-        val lines = result.top.mapIndexed { rank, recognition ->
-            String.format(Locale.US, "%d. %s  %.1f%%", rank + 1, recognition.label, 100f * recognition.score)
-        }
-        val timing = String.format(Locale.US, "%.1f ms (average of last %d)", averageMillis, LATENCY_WINDOW)
-        return (lines + timing).joinToString("\n")
+    /** MediaPipe reports errors on its own thread; the classifier they concern lives on the analysis thread. */
+    private fun runOnAnalysisThread(action: () -> Unit) {
+        if (!analysisExecutor.isShutdown) analysisExecutor.execute(action)
     }
 
     private fun showStatus(message: String) {
@@ -214,12 +228,9 @@ class MainActivity : ComponentActivity() {
     }
 
     private companion object {
-        const val TOP_K = 3
         const val LATENCY_WINDOW = 30
-        const val DEFAULT_THREADS = 4
-        const val MAX_THREADS = 8
         const val BUTTON_ID_BASE = 1000
+        const val KEY_MODEL = "model"
         const val KEY_ACCELERATOR = "accelerator"
-        const val KEY_THREADS = "threads"
     }
 }
