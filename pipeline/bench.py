@@ -33,6 +33,7 @@ from absl import app, flags, logging
 from export.benchmark import BenchmarkResult, BenchmarkSettings, host_facts
 
 PRECISIONS = ("float32", "int8")
+FLOAT_PRECISIONS = ("float32",)
 _QUANTIZATION = {"float32": "none", "int8": "int8"}
 REFERENCE_MODELS = ("keras_mobilenet", "keras_mobilenet_v2", "keras_mobilenet_v3_small", "keras_mobilenet_v3_large")
 EXIT_BAD_INPUT = 2
@@ -225,6 +226,15 @@ def xnnpack_report(path: str, num_threads: int) -> dict[str, Any] | None:
     return xnnpack_partitions(path, num_threads=num_threads).as_dict()
 
 
+def gpu_report(path: str) -> dict[str, Any] | None:
+    """Which ops the TFLite GPU delegate would reject (export.gpu_compat), or None where that module is missing."""
+    try:
+        from export.gpu_compat import check_gpu_compatibility
+    except ImportError:
+        return None
+    return check_gpu_compatibility(path).as_dict()
+
+
 def run_zoo_benchmark(config: BenchConfig, converter: Callable | None = None) -> dict[str, Any]:
     """Build, convert and time the zoo; returns the JSON-ready report (also written by `write_report`)."""
     started = time.perf_counter()
@@ -241,6 +251,8 @@ def run_zoo_benchmark(config: BenchConfig, converter: Callable | None = None) ->
         row.setdefault("xnnpack", {})[precision] = (
             xnnpack_report(path, config.settings.num_threads) if config.settings.use_xnnpack else None
         )
+        if precision in FLOAT_PRECISIONS:  # the GPU delegate runs float models
+            row.setdefault("gpu", {})[precision] = gpu_report(path)
     for row in rows:
         latency = row["latency_ms"]
         row["int8_speedup"] = latency["float32"] / latency["int8"] if latency["int8"] else None
@@ -283,6 +295,10 @@ def _partitions(report: dict[str, Any] | None) -> str:
     return text
 
 
+def _gpu(report: dict[str, Any] | None) -> str:
+    return report["summary"] if report else "—"
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     """The report as one Markdown document: settings, device, the table, and how to read it."""
     config, settings, device = report["config"], report["config"]["settings"], report["device"]
@@ -297,8 +313,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"({report['build_seconds']} s building and converting).",
         "",
         "| model | source | params | MACs (M) | MAC (M elem.) | size f32 / int8 (MB) | float32 ms (CPU) | int8 ms (CPU) "
-        "| int8 speedup | GMAC/s f32 / int8 | XNNPACK partitions f32 / int8 (undelegated ops) | peak mem f32 / int8 (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| int8 speedup | GMAC/s f32 / int8 | XNNPACK partitions f32 / int8 (undelegated ops) | peak mem f32 / int8 (MB) "
+        "| GPU delegate f32 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for row in report["models"]:
         macs = row.get("macs")
@@ -311,7 +328,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {_latency(row, 'float32')} | {_latency(row, 'int8')} | {_fmt(row['int8_speedup'])}× "
             f"| {_fmt(row['gmacs_per_s']['float32'], 1)} / {_fmt(row['gmacs_per_s']['int8'], 1)} "
             f"| {_partitions(row['xnnpack']['float32'])} / {_partitions(row['xnnpack']['int8'])} "
-            f"| {_fmt(results['float32']['peak_memory_mb'], 1)} / {_fmt(results['int8']['peak_memory_mb'], 1)} |"
+            f"| {_fmt(results['float32']['peak_memory_mb'], 1)} / {_fmt(results['int8']['peak_memory_mb'], 1)} "
+            f"| {_gpu(row.get('gpu', {}).get('float32'))} |"
         )
     decompositions = [(row["name"], precision, row["results"][precision]["runtime_decomposition"])
                       for row in report["models"] for precision in PRECISIONS
@@ -339,6 +357,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "is not measured here.",
         "- XNNPACK partitions: 1 means XNNPACK runs the whole graph; each undelegated op runs on a built-in "
         "kernel and splits the graph.",
+        "- GPU delegate: the ops of the float32 model the TFLite GPU delegate would reject, from a static check of "
+        "the graph (`export.gpu_compat`); \"all ops\" means none is known to be refused.",
         f"- Peak memory: {first.get('peak_memory_method', '')}.",
         f"- Per-op profile: {first.get('op_profile_note', '')}",
         *[f"- {note}" for note in sorted(notes)],
