@@ -65,7 +65,7 @@ def op_histogram(source: ModelSource) -> dict[str, int]:
     counts: collections.Counter[str] = collections.Counter()
     for subgraph in _subgraphs(model):
         for op_index in range(subgraph.OperatorsLength()):
-            counts[_op_name(model, subgraph.Operators(op_index))] += 1
+            counts[op_name(model, subgraph.Operators(op_index))] += 1
     return dict(sorted(counts.items()))
 
 
@@ -124,17 +124,17 @@ def integer_only_problems(source: ModelSource) -> list[str]:
     problems = []
     for role, tensors in (("input", graph_inputs), ("output", graph_outputs)):
         for tensor_index in sorted(tensors):
-            dtype = _tensor_type(subgraph, tensor_index)
+            dtype = tensor_type(subgraph, tensor_index)
             if dtype not in _INTEGER_IO_TYPES:
                 problems.append(
-                    f"model {role} {_tensor_name(subgraph, tensor_index)!r} is {dtype}, not int8/uint8"
+                    f"model {role} {tensor_name(subgraph, tensor_index)!r} is {dtype}, not int8/uint8"
                 )
     for op_index in range(subgraph.OperatorsLength()):
         operator = subgraph.Operators(op_index)
-        name = _op_name(model, operator)
+        name = op_name(model, operator)
         inputs = [t for t in operator.InputsAsNumpy().tolist() if t >= 0]
         outputs = [t for t in operator.OutputsAsNumpy().tolist() if t >= 0]
-        where = f"{name} (op {op_index}, output {_tensor_name(subgraph, outputs[0]) if outputs else '?'!r})"
+        where = f"{name} (op {op_index}, output {tensor_name(subgraph, outputs[0]) if outputs else '?'!r})"
         if name in ("QUANTIZE", "DEQUANTIZE"):
             at_edge = bool(graph_inputs.intersection(inputs) or graph_outputs.intersection(outputs))
             if not at_edge:
@@ -144,12 +144,12 @@ def integer_only_problems(source: ModelSource) -> list[str]:
             problems.append(f"{where} is dynamic-shape/lookup plumbing that XNNPACK does not take")
         if name in SLOW_INT8_OPS:
             problems.append(f"{where}: XNNPACK does not run HARD_SWISH in int8; lower it to int8-capable ops")
-        float_tensors = [t for t in inputs + outputs if _tensor_type(subgraph, t) in _FLOAT_TYPES]
+        float_tensors = [t for t in inputs + outputs if tensor_type(subgraph, t) in _FLOAT_TYPES]
         if float_tensors:
             first = float_tensors[0]
             problems.append(
-                f"{where} has {len(float_tensors)} float tensor(s), e.g. {_tensor_name(subgraph, first)!r} "
-                f"({_tensor_type(subgraph, first)})"
+                f"{where} has {len(float_tensors)} float tensor(s), e.g. {tensor_name(subgraph, first)!r} "
+                f"({tensor_type(subgraph, first)})"
             )
     return problems
 
@@ -166,7 +166,8 @@ def _subgraphs(model: schema.Model):
     return (model.Subgraphs(index) for index in range(model.SubgraphsLength()))
 
 
-def _op_name(model: schema.Model, operator: schema.Operator) -> str:
+def op_name(model: schema.Model, operator: schema.Operator) -> str:
+    """An operator's name: the builtin's (`CONV_2D`) or `CUSTOM:<name>`."""
     opcode = model.OperatorCodes(operator.OpcodeIndex())
     # Codes above 127 live only in builtin_code; older files keep small codes in deprecated_builtin_code.
     code = max(opcode.BuiltinCode(), opcode.DeprecatedBuiltinCode())
@@ -176,10 +177,12 @@ def _op_name(model: schema.Model, operator: schema.Operator) -> str:
     return _OP_NAMES.get(code, f"BUILTIN_{code}")
 
 
-def _tensor_type(subgraph: schema.SubGraph, tensor_index: int) -> str:
+def tensor_type(subgraph: schema.SubGraph, tensor_index: int) -> str:
+    """A tensor's element type in lower case (`float32`, `int8`, ...)."""
     return _TYPE_NAMES.get(subgraph.Tensors(tensor_index).Type(), "unknown")
 
 
-def _tensor_name(subgraph: schema.SubGraph, tensor_index: int) -> str:
+def tensor_name(subgraph: schema.SubGraph, tensor_index: int) -> str:
+    """A tensor's name, or `tensor N` where it has none."""
     name = subgraph.Tensors(tensor_index).Name()
     return name.decode(errors="replace") if name else f"tensor {tensor_index}"

@@ -140,6 +140,7 @@ def build_and_convert(config: BenchConfig, converter: Callable | None = None) ->
 
     from export.calibration import random_calibration_images
     from export.files import write_bytes_atomic
+    from export.gpu_compat import check_gpu_compatibility
 
     if converter is None:
         from export.convert import to_tflite as converter
@@ -160,7 +161,10 @@ def build_and_convert(config: BenchConfig, converter: Callable | None = None) ->
                 continue
             write_bytes_atomic(path, converter(model, _QUANTIZATION[precision],
                                                representative_images=images if precision == "int8" else None))
-        rows.append({"name": name, "source": source, **complexity,
+        # The GPU delegate runs float models: float32 as timed here, and float16 (converted for this check only).
+        gpu = {"float32": check_gpu_compatibility(paths["float32"]).as_dict(),
+               "float16": check_gpu_compatibility(converter(model, "float16")).as_dict()}
+        rows.append({"name": name, "source": source, **complexity, "gpu": gpu,
                      "tflite": {precision: str(path) for precision, path in paths.items()},
                      "size_mb": {precision: path.stat().st_size / 1e6 for precision, path in paths.items()}})
         logging.info("%s: built and converted in %.1f s", name, time.perf_counter() - started)

@@ -27,6 +27,11 @@ def _partitions(report: dict[str, Any] | None) -> str:
     return text
 
 
+def _gpu(row: dict[str, Any], precision: str) -> str:
+    report = (row.get("gpu") or {}).get(precision)
+    return report["summary"] if report else "—"
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     """The report as one Markdown document: settings, device, the table, and how to read it."""
     config, settings, device = report["config"], report["config"]["settings"], report["device"]
@@ -41,8 +46,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"({report['build_seconds']} s building and converting).",
         "",
         "| model | source | params | MACs (M) | MAC (M elem.) | size f32 / int8 (MB) | float32 ms (CPU) | int8 ms (CPU) "
-        "| int8 speedup | GMAC/s f32 / int8 | XNNPACK partitions f32 / int8 (undelegated ops) | peak mem f32 / int8 (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| int8 speedup | GMAC/s f32 / int8 | XNNPACK partitions f32 / int8 (undelegated ops) | peak mem f32 / int8 (MB) "
+        "| GPU delegate f32 / f16 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for row in report["models"]:
         macs = row.get("macs")
@@ -55,7 +61,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {_latency(row, 'float32')} | {_latency(row, 'int8')} | {_fmt(row['int8_speedup'])}× "
             f"| {_fmt(row['gmacs_per_s']['float32'], 1)} / {_fmt(row['gmacs_per_s']['int8'], 1)} "
             f"| {_partitions(row['xnnpack']['float32'])} / {_partitions(row['xnnpack']['int8'])} "
-            f"| {_fmt(results['float32']['peak_memory_mb'], 1)} / {_fmt(results['int8']['peak_memory_mb'], 1)} |"
+            f"| {_fmt(results['float32']['peak_memory_mb'], 1)} / {_fmt(results['int8']['peak_memory_mb'], 1)} "
+            f"| {_gpu(row, 'float32')} / {_gpu(row, 'float16')} |"
         )
     decompositions = [(row["name"], precision, row["results"][precision]["runtime_decomposition"])
                       for row in report["models"] for precision in PRECISIONS
@@ -82,6 +89,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "is not measured here.",
         "- XNNPACK partitions: 1 means XNNPACK runs the whole graph; each undelegated op runs on a built-in "
         "kernel and splits the graph.",
+        "- GPU delegate: the ops of the float32 and float16 models the TFLite GPU delegate would reject, from a static "
+        "check of the graph (`export.gpu_compat`); \"all ops\" means none is known to be refused.",
         f"- Peak memory: {first.get('peak_memory_method', '')}.",
         f"- Per-op profile: {first.get('op_profile_note', '')}",
         "- Timing noise on a shared machine: compare models within one report (DESIGN.md).",

@@ -17,7 +17,7 @@ from export.convert import to_tflite
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 4
-VARIANTS = ("plain", "hard_swish", "softmax", "reshape")
+VARIANTS = ("plain", "hard_swish", "softmax", "reshape", "shuffle_5d")
 
 
 def images(count: int, seed: int = 0) -> np.ndarray:
@@ -32,6 +32,7 @@ def classifier(variant: str = "plain") -> keras.Model:
     `hard_swish`: the textbook x * relu6(x + 3) / 6, which the converter fuses into one HARD_SWISH op.
     `softmax`: ends in a Softmax layer (probabilities instead of logits).
     `reshape`: a Keras Reshape round trip, which keeps the batch dynamic under `from_keras_model`.
+    `shuffle_5d`: a channel shuffle through 5-D tensors (`[N, H, W, g, C/g]`), which the GPU delegate rejects.
     """
     if variant not in VARIANTS:
         raise ValueError(variant)
@@ -44,6 +45,10 @@ def classifier(variant: str = "plain") -> keras.Model:
         x = keras.layers.Lambda(lambda t: t * tf.nn.relu6(t + 3.0) / 6.0, name="hard_swish")(x)
     if variant == "reshape":
         x = keras.layers.Reshape((16 * 16, 16))(x)
+        x = keras.layers.Reshape((16, 16, 16))(x)
+    if variant == "shuffle_5d":
+        x = keras.layers.Reshape((16, 16, 2, 8))(x)
+        x = keras.layers.Permute((1, 2, 4, 3))(x)
         x = keras.layers.Reshape((16, 16, 16))(x)
     x = keras.layers.Conv2D(32, 1, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -67,9 +72,14 @@ def converted(variant: str = "plain", quantization: str = "int8", io_dtype: str 
 
 
 @functools.lru_cache(maxsize=None)
-def converted_with_dynamic_batch(variant: str = "reshape") -> bytes:
-    """The same model through `TFLiteConverter.from_keras_model` (batch left dynamic), int8: the path we avoid."""
+def converted_with_dynamic_batch(variant: str = "reshape", quantization: str = "int8") -> bytes:
+    """The same model through `TFLiteConverter.from_keras_model` (batch left dynamic): the path we avoid.
+
+    `quantization` is `int8` (calibrated, int8 I/O) or `none` (float32).
+    """
     converter = tf.lite.TFLiteConverter.from_keras_model(classifier(variant))
+    if quantization == "none":
+        return converter.convert()
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([image[np.newaxis]] for image in images(8, seed=3))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

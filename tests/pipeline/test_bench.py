@@ -70,6 +70,9 @@ def test_report_files_exist_with_sane_numbers(tiny_report):
             assert result["peak_memory_mb"] > 0
             assert row["gmacs_per_s"][precision] > 0
             assert row["xnnpack"][precision]["partitions"] >= 1
+        for precision in ("float32", "float16"):
+            assert row["gpu"][precision]["compatible"] and row["gpu"][precision]["rejected"] == []
+        assert "int8" not in row["gpu"]  # the GPU delegate's verdict is for float models
         assert row["int8_speedup"] == pytest.approx(row["latency_ms"]["float32"] / row["latency_ms"]["int8"])
     assert saved["runner"] == "host-litert-python" and saved["config"]["settings"]["num_runs"] == 5
 
@@ -79,6 +82,7 @@ def test_markdown_table_has_one_row_per_model(tiny_report):
     text = paths["markdown"].read_text()
     assert "| mobilenet_v2 | ours |" in text and "| shufflenet_v2 | ours |" in text
     assert "int8 speedup" in text and "XNNPACK partitions" in text
+    assert "GPU delegate f32 / f16" in text and text.count("| GPU: all ops / GPU: all ops |") == 2
     assert "no per-operator profiler" in text  # the host's missing decomposition is said, not hidden
 
 
