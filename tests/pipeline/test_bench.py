@@ -29,6 +29,9 @@ def fast_converter(model, quantization, representative_images=None):
         converter.representative_dataset = lambda: ([image[np.newaxis]] for image in representative_images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = tf.int8
+    elif quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
     return converter.convert()
 
 
