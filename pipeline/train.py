@@ -217,5 +217,7 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 
 def load_model(path: Path) -> keras.Model:
-    """Load a model saved by `save_model` (the zoo's custom layers are registered by importing `models`)."""
-    return keras.models.load_model(str(path), compile=False)
+    """Load a model saved by `save_model`, refusing any file that would run code (pipeline.model_files)."""
+    from pipeline.model_files import load_model_file
+
+    return load_model_file(path)
