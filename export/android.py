@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from export.files import new_file_mode
 from export.meta import MetaError, MetaMismatchError, check_meta_matches_tflite, read_meta, tensor_spec
 
 if TYPE_CHECKING:
@@ -366,6 +367,7 @@ def _write_all_or_nothing(files: dict[Path, bytes]) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, temp_path = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             staged.append((temp_path, target))
+            os.fchmod(fd, new_file_mode())  # the app's build reads the assets as the user's other files
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()

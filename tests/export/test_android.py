@@ -237,6 +237,17 @@ def test_interrupted_staging_leaves_the_app_untouched(tmp_path, monkeypatch):
     assert not [p for p in app.rglob("*.tmp")]
 
 
+def test_assets_get_the_mode_the_umask_gives(tmp_path):
+    run, app = make_run(tmp_path), make_app(tmp_path)
+    previous = os.umask(0o022)
+    try:
+        result = package(run, app)
+    finally:
+        os.umask(previous)
+    for asset in (result.model_asset, result.labels_asset, result.meta_asset, result.sample_image):
+        assert asset.stat().st_mode & 0o777 == 0o644, asset
+
+
 def test_labels_parse_like_the_app():
     assert parse_labels("tench\r\nchurch\n\ngolf ball\n\n") == ["tench", "church", "", "golf ball"]
     assert parse_labels("") == []
