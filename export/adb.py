@@ -6,11 +6,12 @@ quoted with `shlex.quote` (`Adb.shell` takes an argv list and does it): a model 
 `; rm -rf /` reaches `benchmark_model` as one argument and runs nothing. `adb push`/`install` take host paths as
 plain arguments (adb's sync protocol, no shell).
 
-The flow (`benchmark_on_device`): pick the device (`adb devices -l`; typed errors for no adb, no device, several
-devices without a serial, unauthorized, offline), read its facts (getprop, CPU max frequencies), create a fresh
-directory under /data/local/tmp, push the model (and the binary), `chmod`, run `benchmark_model` with the same
-settings as the host runner (`--graph --num_threads --use_xnnpack --num_runs --warmup_runs --min_secs`, optional
-`--use_gpu`/`--use_nnapi`, an optional `taskset` mask for the big cores), parse its output
+The flow (`benchmark_on_device`): pick the device (`adb devices -l`; the serial given, else `$ANDROID_SERIAL` as adb
+itself reads it; typed errors for no adb, no device, several devices without a serial, unauthorized, offline),
+read its facts (getprop, CPU max frequencies), create a fresh directory under /data/local/tmp, push the model
+(and the binary), `chmod`, run `benchmark_model` with the same settings as the host runner (`--graph
+--num_threads --use_xnnpack --num_runs --warmup_runs --min_secs`, optional `--use_gpu`/`--use_nnapi`, an optional
+`taskset` mask for the big cores), parse its output
 (`export.benchmark_model_output`), then run it again with `--enable_op_profiling` and once more with
 `--report_peak_memory_footprint` (the profiler and the memory-polling thread would skew the timings of the first
 run), and remove the directory in a `finally`, also when something failed.
@@ -49,6 +50,7 @@ PathLike = str | os.PathLike
 
 BINARY_ENV = "BENCHMARK_MODEL_BINARY"
 APK_ENV = "BENCHMARK_MODEL_APK"
+SERIAL_ENV = "ANDROID_SERIAL"
 BUILD_MD_SECTION = 'BUILD.md, section "Getting benchmark_model onto a device"'
 DEVICE_ROOT = "/data/local/tmp"
 APK_PACKAGE = "org.tensorflow.lite.benchmark"
@@ -168,14 +170,18 @@ def list_devices(adb_path: str | None = None) -> list[AttachedDevice]:
 
 
 def select_device(serial: str | None = None, adb_path: str | None = None) -> Adb:
-    """The one usable device (or the one named by `serial`), with a typed error for every other case."""
+    """The device named by `serial`, else by `$ANDROID_SERIAL`, else the only one attached; typed errors otherwise."""
     adb_path = adb_path or find_adb()
     devices = list_devices(adb_path)
-    if serial is not None:
+    source = "--serial"
+    if not serial and os.environ.get(SERIAL_ENV):
+        # adb's own convention for choosing a device; an explicit serial wins over it.
+        serial, source = os.environ[SERIAL_ENV], f"${SERIAL_ENV}"
+    if serial:
         matches = [device for device in devices if device.serial == serial]
         if not matches:
             listed = ", ".join(f"{d.serial} ({d.state})" for d in devices) or "none"
-            raise DeviceNotFoundError(f"No device with serial {serial!r} is attached. Attached: {listed}.")
+            raise DeviceNotFoundError(f"No device with serial {serial!r} (from {source}) is attached. Attached: {listed}.")
         device = matches[0]
     elif not devices:
         raise NoDeviceError(
@@ -184,7 +190,9 @@ def select_device(serial: str | None = None, adb_path: str | None = None) -> Adb
         )
     elif len(devices) > 1:
         listed = ", ".join(f"{d.serial} ({d.state})" for d in devices)
-        raise MultipleDevicesError(f"Several devices are attached ({listed}); choose one with --serial.")
+        raise MultipleDevicesError(
+            f"Several devices are attached ({listed}); choose one: pass --serial SERIAL or set {SERIAL_ENV}."
+        )
     else:
         device = devices[0]
     if device.state == "unauthorized":

@@ -47,6 +47,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from export import layout
+from export.files import new_file_mode
 from export.meta import MetaError, MetaMismatchError, check_meta_matches_tflite, read_meta, tensor_spec
 
 PathLike = str | os.PathLike
@@ -442,6 +443,7 @@ def _write_all_or_nothing(files: dict[Path, bytes]) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, temp_path = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             staged.append((temp_path, target))
+            os.fchmod(fd, new_file_mode())  # the app's build reads the assets as the user's other files
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()

@@ -20,6 +20,7 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -42,6 +43,25 @@ def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8") -> Non
 def write_json_atomic(path: PathLike, obj: Any, indent: int = 2) -> None:
     """Write `obj` as JSON (sorted keys are not forced: callers choose their key order) atomically."""
     write_text_atomic(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file under the process's umask (mkstemp's own 0600 ignores the umask)."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # Linux reports the umask in /proc; elsewhere it can only be read by setting it, which is racy across threads.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def _fsync_directory(directory: str) -> None:

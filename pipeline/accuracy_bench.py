@@ -237,9 +237,9 @@ def int8_at_resolution(model_path: Path, image_size: int, output_path: Path) -> 
     from export.calibration import random_calibration_images
     from export.convert import to_tflite
     from export.files import write_bytes_atomic
-    from pipeline.train import load_model
+    from pipeline.model_files import load_model_file
 
-    resized = at_resolution(load_model(model_path), image_size)
+    resized = at_resolution(load_model_file(model_path), image_size)
     images = random_calibration_images(8, image_size)
     write_bytes_atomic(output_path, to_tflite(resized, "int8", representative_images=images))
     return output_path

@@ -145,7 +145,11 @@ def load_teacher(path: Path) -> keras.Model:
     path = teacher_model_path(path)
     if not path.is_file():
         raise TeacherError(f"no teacher model at {path}; give a .keras file or a run directory with model.keras.")
+    from pipeline.model_files import ModelFileError
+
     try:
         return load_model(path)
+    except ModelFileError as error:  # its message names the file and why
+        raise TeacherError(f"could not load the teacher: {error}") from None
     except Exception as error:  # Keras raises ValueError, OSError, TypeError... for a bad file
         raise TeacherError(f"could not load the teacher {path}: {str(error).splitlines()[0][:200]}") from error

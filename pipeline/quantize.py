@@ -154,9 +154,10 @@ def save_quantization_aware_model(model: keras.Model, path: Path) -> None:
 
 def load_quantization_aware_model(path: Path) -> keras.Model:
     """Load a QAT model saved by `save_quantization_aware_model` (a PQAT model loads as a plain QAT model with
-    the same, still sparse, weights: only training used the sparsity masks)."""
-    with _quantize_scope():
-        return keras.models.load_model(str(path), compile=False)
+    the same, still sparse, weights: only training used the sparsity masks); refuses a file that would run code."""
+    from pipeline.model_files import load_model_file
+
+    return load_model_file(path)
 
 
 def weight_zero_fraction(model: keras.Model) -> float:

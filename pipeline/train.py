@@ -22,6 +22,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import models
+from export.files import new_file_mode
 from pipeline import distribute
 from pipeline.data import DataSplits
 
@@ -210,6 +211,7 @@ def save_model(model: keras.Model, path: Path) -> None:
     os.close(handle)
     try:
         model.save(temp)
+        os.chmod(temp, new_file_mode())  # mkstemp made it 0600 whatever the umask
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -217,5 +219,7 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 
 def load_model(path: Path) -> keras.Model:
-    """Load a model saved by `save_model` (the zoo's custom layers are registered by importing `models`)."""
-    return keras.models.load_model(str(path), compile=False)
+    """Load a model saved by `save_model`, refusing any file that would run code (pipeline.model_files)."""
+    from pipeline.model_files import load_model_file
+
+    return load_model_file(path)

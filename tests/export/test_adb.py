@@ -162,6 +162,7 @@ def fake_adb(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_ADB_DIR", str(tmp_path))
     monkeypatch.delenv(adb_module.BINARY_ENV, raising=False)
     monkeypatch.delenv(adb_module.APK_ENV, raising=False)
+    monkeypatch.delenv(adb_module.SERIAL_ENV, raising=False)
     return FakeAdb(tmp_path)
 
 
@@ -217,6 +218,42 @@ def test_device_selection_errors(fake_adb, devices, serial, error, message):
 def test_several_devices_with_a_serial(fake_adb):
     fake_adb.configure(devices=f"List of devices attached\nemulator-5554 device\n{SERIAL} device usb:1-1\n")
     assert adb_module.select_device(SERIAL).serial == SERIAL
+
+
+TWO_DEVICES = f"List of devices attached\nemulator-5554 device product:sdk model:sdk\n{SERIAL} device usb:1-1\n"
+
+
+def test_two_devices_without_a_serial_say_how_to_choose(fake_adb):
+    fake_adb.configure(devices=TWO_DEVICES)
+    with pytest.raises(adb_module.MultipleDevicesError, match="pass --serial SERIAL or set ANDROID_SERIAL"):
+        adb_module.select_device()
+
+
+def test_android_serial_chooses_the_device(fake_adb, monkeypatch):
+    fake_adb.configure(devices=TWO_DEVICES)
+    monkeypatch.setenv("ANDROID_SERIAL", SERIAL)
+    assert adb_module.select_device().serial == SERIAL
+
+
+def test_an_explicit_serial_wins_over_android_serial(fake_adb, monkeypatch):
+    fake_adb.configure(devices=TWO_DEVICES)
+    monkeypatch.setenv("ANDROID_SERIAL", "emulator-5554")
+    assert adb_module.select_device(SERIAL).serial == SERIAL
+
+
+def test_android_serial_naming_a_missing_device(fake_adb, monkeypatch):
+    monkeypatch.setenv("ANDROID_SERIAL", "R58M123ABC")
+    with pytest.raises(adb_module.DeviceNotFoundError, match=r"'R58M123ABC' \(from \$ANDROID_SERIAL\)"):
+        adb_module.select_device()
+
+
+def test_benchmark_device_with_a_serial_among_two_devices(fake_adb, tools):
+    binary, _, model = tools
+    fake_adb.configure(devices=TWO_DEVICES)
+    result = adb_module.benchmark_device(model, BenchmarkSettings(), serial=SERIAL, binary=binary,
+                                         enable_op_profiling=False, measure_peak_memory=False)
+    assert result.device["serial"] == SERIAL and result.mean_ms is not None
+    assert all(call[:2] == ["-s", SERIAL] for call in fake_adb.calls() if call[:2] != ["devices", "-l"])
 
 
 def test_device_facts(fake_adb):

@@ -271,6 +271,17 @@ def test_interrupted_staging_leaves_the_app_untouched(tmp_path, monkeypatch):
     assert not [p for p in app.rglob("*.tmp")]
 
 
+def test_assets_get_the_mode_the_umask_gives(tmp_path):
+    run, app = make_run(tmp_path), make_app(tmp_path)
+    previous = os.umask(0o022)
+    try:
+        result = package(run, app)
+    finally:
+        os.umask(previous)
+    for asset in (result.model_asset, result.sample_image):
+        assert asset.stat().st_mode & 0o777 == 0o644, asset
+
+
 def test_png_round_trip_and_resize_conventions():
     image = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     np.testing.assert_array_equal(decode_png(png_bytes(image)), image)

@@ -44,3 +44,21 @@ def test_json_refuses_nan_which_strict_readers_reject(tmp_path):
     with pytest.raises(ValueError):
         files.write_json_atomic(tmp_path / "metrics.json", {"accuracy": float("nan")})
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, and put the old one back."""
+    previous = os.umask(0o022)
+    yield lambda value: os.umask(value)
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_files_get_the_mode_the_umask_gives(tmp_path, umask, mask, mode):
+    umask(mask)
+    files.write_bytes_atomic(tmp_path / "model.tflite", b"\x00TFL3")
+    files.write_json_atomic(tmp_path / "meta.json", {})
+    assert files.new_file_mode() == mode
+    for name in ("model.tflite", "meta.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode

@@ -112,3 +112,16 @@ def test_verbosity_defaults_to_one_line_per_epoch_off_a_terminal(monkeypatch):
     monkeypatch.setattr(train_module.sys.stdout, "isatty", lambda: False, raising=False)
     assert train_module._verbosity(None) == 2
     assert train_module._verbosity(0) == 0
+
+
+def test_saved_models_get_the_mode_the_umask_gives(tmp_path):
+    import os
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    previous = os.umask(0o022)
+    try:
+        save_model(model, tmp_path / "model.keras")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "model.keras").stat().st_mode & 0o777 == 0o644
