@@ -39,6 +39,11 @@ def quantized_tflite(quantization: str, image_size: int | None = None) -> str:
     return f"model_{quantization}{'' if image_size is None else f'_{image_size}'}.tflite"
 
 
+def converted(name: str) -> str:
+    """Where the convert stage writes a model before the metadata stage writes it, with its metadata, as `name`."""
+    return f"converted/{name}"
+
+
 def training_dir(stage: str) -> str:
     """Where a training stage keeps its checkpoints, backup, TensorBoard logs and history.csv."""
     return stage

@@ -137,6 +137,10 @@ class RunConfig:
                                            "phone's ABI (default: $BENCHMARK_MODEL_BINARY).", reproducible=False)
     num_threads: int = setting(1, "benchmark", "Benchmark threads.", reproducible=False)
     # --- package
+    model_author: str = setting("", "package", "Author written into the models' metadata (default: the product's "
+                                "name).")
+    model_license: str = setting("", "package", "License written into the models' metadata (default: "
+                                 "'unspecified').")
     package_app: str | None = setting(None, "package", "Package the model into this Android app directory (e.g. "
                                       "android_demo).", reproducible=False)
     # --- runtime

@@ -1,25 +1,22 @@
-"""The convert-and-verify stage: write the run's TFLite models beside `labels.txt` and `model_meta.json`, and
-measure, on the held-out split, what each conversion kept.
+"""The convert-and-verify work: the run's TFLite models beside `labels.txt` and `model_meta.json`, and what each
+conversion kept, measured on the held-out split.
 
 Files written into the run directory (each atomically; `model_meta.json` last, since it points at the model):
-- `model_float32.tflite` always, and the quantized model `model_<int8|float16|dynamic>.tflite` unless
-  `quantization="none"`.
+- `converted/model_float32.tflite` always, and the quantized model `converted/model_<int8|float16|dynamic>.tflite`
+  unless `quantization="none"`; the metadata stage writes each, with its TFLite Model Metadata, as
+  `model_<precision>.tflite` (export.layout).
 - `labels.txt`, one class name per line in output order.
 - `model_meta.json` (schema: `export.meta`) describes **the model the app should ship**: the quantized one, or
-  the float32 one when `quantization="none"`. Its `model_file` key names that file; there is no separate
-  `model.tflite` copy in the run directory (a duplicate could go stale): the Android packaging step copies
-  `model_file` into the app's assets as `model.tflite`.
+  the float32 one when `quantization="none"`; its `model_file` key names that file.
 
 Verification: held-out top-1 of the Keras model, of the TFLite float32 model and of the quantized one (run with
 the LiteRT interpreter exactly as the app feeds it), the quantized model's top-1 agreement with float32, the op
 histogram and XNNPACK partitions of each file, and for int8 whether the graph is integer-only. A failed check
 never raises: it is recorded in `checks` and logged as a warning, and the report prints it.
 
-`sparse=True` (a pruned model) stores the float32 model's pruned weights sparse (`EXPERIMENTAL_SPARSITY`), which
-is what XNNPACK's sparse fp32 inference reads (DESIGN.md: the only latency path for TF-MOT sparsity). The quantized
-model is always stored dense. Measured on MobileNetV2 1.0 / digits: sparse int8 storage is *larger* than dense at
-50% sparsity (2:4: 3.56 MB vs 2.72 MB), saves little at 75% (2.15 MB), and XNNPACK failed to prepare the 2:4
-model's int8 FULLY_CONNECTED fed by a DENSIFY op (the app's default delegate would refuse the model).
+`sparse=True` (a TF-MOT-sparsified model) stores the float32 model's zero weights sparse (`EXPERIMENTAL_SPARSITY`),
+which XNNPACK's sparse fp32 inference reads; the quantized model is always stored dense (docs/design.md, "Sparsity
+and slimming").
 
 A quantization-aware (TF-MOT) model converts to int8 from its own fake-quant ranges. Its "Keras float"
 accuracy is the QAT model's own (fake-quant) accuracy, recorded with `keras_model="quantization_aware"`, and its
@@ -141,11 +138,11 @@ def convert_and_verify(
             io_dtype=io_dtype,
         )
     for artifact, flatbuffer in flatbuffers.items():
-        write_bytes_atomic(run_dir / files[artifact], flatbuffer)
+        write_bytes_atomic(run_dir / layout.converted(files[artifact]), flatbuffer)
     app_artifact = "quantized" if quantization != "none" else "float32"
     write_text_atomic(run_dir / layout.LABELS, "\n".join(labels) + "\n")
     meta = meta_for_tflite(
-        run_dir / files[app_artifact], labels, data.normalization,
+        run_dir / layout.converted(files[app_artifact]), labels, data.normalization,
         model_name=model_name, model_file=files[app_artifact], quantization=quantization,
     )
     write_meta(run_dir / layout.META, meta)
@@ -155,7 +152,7 @@ def convert_and_verify(
     logits = {artifact: TFLiteClassifier(flatbuffer).logits(images) for artifact, flatbuffer in flatbuffers.items()}
     accuracy = {artifact: top1_accuracy(values, image_labels) for artifact, values in logits.items()}
 
-    checks = {"meta_matches_tflite": _meta_matches(meta, run_dir / files[app_artifact])}
+    checks = {"meta_matches_tflite": _meta_matches(meta, run_dir / layout.converted(files[app_artifact]))}
     problems = None
     if quantization == "int8":
         problems = integer_only_problems(flatbuffers["quantized"])

@@ -2,7 +2,9 @@
 (docs/design.md, "Adding a stage" walks through one)."""
 from pipeline.stages.alone import AloneStage
 from pipeline.stages.benchmark import BenchmarkStage
+from pipeline.stages.client_check import ClientCheckStage
 from pipeline.stages.convert import ConvertStage
+from pipeline.stages.metadata import MetadataStage
 from pipeline.stages.package import PackageStage
 from pipeline.stages.ptq_baseline import PtqBaselineStage
 from pipeline.stages.qat import QatStage
@@ -20,6 +22,8 @@ STAGES = (
     PtqBaselineStage(),
     QatStage(),
     ConvertStage(),
+    MetadataStage(),
+    ClientCheckStage(),
     BenchmarkStage(),
     PackageStage(),
 )

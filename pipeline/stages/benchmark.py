@@ -6,9 +6,9 @@ import dataclasses
 import logging
 from typing import Any
 
-from export import layout
 from pipeline.config import RunConfig
 from pipeline.stage import RunContext, Stage, Summary
+from pipeline.stages.convert import model_files
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,8 @@ class BenchmarkStage(Stage):
     def enabled(self, config: RunConfig) -> bool:
         return config.device != "none"
 
-    def models(self, context: RunContext) -> dict[str, str]:
-        files = {"float32": layout.FLOAT_TFLITE}
-        if context.config.quantize != "none":
-            files["quantized"] = layout.quantized_tflite(context.config.quantize)
-        return files
-
     def reads(self, context: RunContext) -> list[str]:
-        return list(self.models(context).values())
+        return list(model_files(context.config).values())
 
     def fingerprint_inputs(self, context: RunContext) -> dict[str, Any]:
         # Where it ran is part of what it measured, though not of the run's reproducible numbers.
@@ -52,7 +46,7 @@ class BenchmarkStage(Stage):
         from export.latency import measure_latency
 
         config = context.config
-        names = self.models(context)
+        names = model_files(config)
         results = measure_latency([context.path(file) for file in names.values()],
                                   BenchmarkSettings(num_threads=config.num_threads), device=config.device,
                                   repeats=HOST_REPEATS if config.device == "host" else 1,

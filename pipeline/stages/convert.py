@@ -35,15 +35,21 @@ class ConvertSummary(Summary):
     num_examples: int
 
 
+def model_files(config) -> dict[str, str]:
+    """The run's deployable TFLite files by artifact (`float32`, and `quantized` unless --quantize=none)."""
+    files = {"float32": layout.FLOAT_TFLITE}
+    if config.quantize != "none":
+        files["quantized"] = layout.quantized_tflite(config.quantize)
+    return files
+
+
 class ConvertStage(Stage):
     name = "convert_verify"
     sections = ("data", "convert", "sparsify")  # --prune's method decides whether float weights are stored sparse
     Result = ConvertSummary
 
     def writes(self, context: RunContext) -> list[str]:
-        quantization = context.config.quantize
-        quantized = [layout.quantized_tflite(quantization)] if quantization != "none" else []
-        return [layout.FLOAT_TFLITE, *quantized, layout.LABELS, layout.META]
+        return [*[layout.converted(name) for name in model_files(context.config).values()], layout.LABELS, layout.META]
 
     def run(self, context: RunContext) -> ConvertSummary:
         from pipeline.convert_verify import convert_and_verify

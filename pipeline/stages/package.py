@@ -8,6 +8,7 @@ from typing import Any
 
 from export import layout
 from pipeline.stage import RunContext, Stage, Summary
+from pipeline.stages.convert import model_files
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class PackageStage(Stage):
     uses_data = False
 
     def reads(self, context: RunContext) -> list[str]:
-        return [layout.META, layout.LABELS]
+        return [layout.META, *model_files(context.config).values()]
 
     def fingerprint_inputs(self, context: RunContext) -> dict[str, Any]:
         return {**super().fingerprint_inputs(context), "app_dir": str(Path(context.config.package_app).resolve())}
