@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from export.files import new_file_mode
-from export.meta import MetaError, MetaMismatchError, check_meta_matches_tflite, read_meta, tensor_spec
+from export.meta import (
+    MetaError,
+    MetaMismatchError,
+    UnreadableModelError,
+    check_meta_matches_tflite,
+    read_meta,
+    tensor_spec,
+)
 
 if TYPE_CHECKING:
     from export.evaluate import TFLiteClassifier
@@ -142,6 +149,10 @@ def package(
         raise PackagingError(f"{labels_path} is not UTF-8 text; write one label per line.") from None
 
     model_path = _choose_model(run_dir, meta, model)
+    try:
+        tensor_spec(model_path)
+    except UnreadableModelError as error:
+        raise PackagingError(str(error)) from None
     model_bytes = model_path.read_bytes()
     mismatches = model_mismatches(meta, labels, model_bytes, model_path.name)
     if mismatches:
@@ -338,7 +349,9 @@ def _load_sample_image(path: PathLike, meta: dict[str, Any]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"--sample_image {path} does not exist.")
-    import tensorflow as tf  # only here: decoding a user's JPEG is the one thing NumPy cannot do
+    from export.tensorflow_logging import import_tensorflow
+
+    tf = import_tensorflow()  # only here: decoding a user's JPEG is the one thing NumPy cannot do
 
     try:
         image = tf.io.decode_image(path.read_bytes(), channels=3, expand_animations=False).numpy()
@@ -396,10 +409,13 @@ def _define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    from absl import app, flags
+    from absl import app, flags, logging
+
+    from export.tensorflow_logging import silence_tensorflow_logging
 
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    silence_tensorflow_logging(verbose=logging.get_verbosity() >= logging.DEBUG)
     values = flags.FLAGS
     try:
         result = package(values.run_dir, values.app_dir, model=values.model, sample_image=values.sample_image)
