@@ -45,6 +45,7 @@ from export.benchmark_model_output import (
     parse_benchmark_model_output,
     runtime_decomposition,
 )
+from export.device_errors import AdbError
 
 PathLike = str | os.PathLike
 
@@ -68,10 +69,6 @@ _CPU_FREQ_SCRIPT = (
 
 
 # ------------------------------------------------------------------------------------------------ errors
-
-
-class AdbError(RuntimeError):
-    """Base class of everything that goes wrong between this machine and the device."""
 
 
 class AdbNotInstalledError(AdbError):

@@ -48,7 +48,14 @@ from ai_edge_litert import schema_py_generated as schema
 
 from export import layout
 from export.files import new_file_mode
-from export.meta import MetaError, MetaMismatchError, check_meta_matches_tflite, read_meta, tensor_spec
+from export.meta import (
+    MetaError,
+    MetaMismatchError,
+    UnreadableModelError,
+    check_meta_matches_tflite,
+    read_meta,
+    tensor_spec,
+)
 
 PathLike = str | os.PathLike
 
@@ -149,6 +156,10 @@ def package(
         raise PackagingError(str(error)) from None
 
     model_path = _choose_model(run_dir, meta, model)
+    try:
+        tensor_spec(model_path)
+    except UnreadableModelError as error:
+        raise PackagingError(str(error)) from None
     model_bytes = model_path.read_bytes()
     # model_meta.json describes the run's app model; another model of the run (e.g. --model model_float32.tflite)
     # shares only its input size, labels and normalization.
@@ -414,7 +425,9 @@ def _load_sample_image(path: PathLike, meta: dict[str, Any]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"--sample_image {path} does not exist.")
-    import tensorflow as tf  # only here: decoding a user's JPEG is the one thing NumPy cannot do
+    from export.tensorflow_logging import import_tensorflow
+
+    tf = import_tensorflow()  # only here: decoding a user's JPEG is the one thing NumPy cannot do
 
     try:
         image = tf.io.decode_image(path.read_bytes(), channels=3, expand_animations=False).numpy()
@@ -475,10 +488,13 @@ def _define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    from absl import app, flags
+    from absl import app, flags, logging
+
+    from export.tensorflow_logging import silence_tensorflow_logging
 
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    silence_tensorflow_logging(verbose=logging.get_verbosity() >= logging.DEBUG)
     values = flags.FLAGS
     try:
         result = package(values.run_dir, values.app_dir, model=values.model, sample_image=values.sample_image,

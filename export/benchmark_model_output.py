@@ -36,11 +36,13 @@ import dataclasses
 import re
 from typing import Iterable
 
+from export.device_errors import AdbError
+
 # ------------------------------------------------------------------------------------------------ errors
 
 
-class BenchmarkOutputError(RuntimeError):
-    """benchmark_model did not produce a result; `excerpt` holds the lines that say why."""
+class BenchmarkOutputError(AdbError):
+    """benchmark_model did not produce a result; `excerpt` holds the lines that say why (after the first line)."""
 
     def __init__(self, message: str, excerpt: str = ""):
         super().__init__(message + (f"\n--- benchmark_model said ---\n{excerpt}" if excerpt else ""))
@@ -61,6 +63,10 @@ class BinaryCrashedError(BenchmarkOutputError):
 
 class TruncatedOutputError(BenchmarkOutputError):
     """The output ends before the timing results: the run was cut off (timeout, killed, lost connection)."""
+
+
+class EmptyOutputError(TruncatedOutputError):
+    """benchmark_model printed nothing at all."""
 
 
 class DelegateCoverageError(BenchmarkOutputError):
@@ -269,6 +275,12 @@ def parse_benchmark_model_output(text: str, exit_code: int | None = None) -> Ben
     raw_lines = text.splitlines()
     lines = [strip_prefixes(line) for line in raw_lines]
     _raise_for_failure(raw_lines, lines, exit_code)
+    if not text.strip():
+        status = f" (exit status {exit_code})" if exit_code is not None else ""
+        raise EmptyOutputError(
+            f"benchmark_model printed nothing{status}: the binary did not run, or is not benchmark_model. Run it "
+            "by hand on the device with the same arguments to see why."
+        )
 
     values: dict[str, float] = {}
     statistics: list[RunStatistics] = []

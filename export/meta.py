@@ -68,12 +68,20 @@ class MetaMismatchError(ValueError):
         )
 
 
+class UnreadableModelError(MetaError):
+    """The .tflite file is truncated, empty or not a TFLite model at all."""
+
+
 def tensor_spec(source: ModelSource) -> dict[str, dict[str, Any]]:
     """{"input": ..., "output": ...} with shape, dtype and quantization read from the .tflite file."""
-    interpreter = Interpreter(
-        model_content=read_flatbuffer(source),
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
+    try:
+        interpreter = Interpreter(
+            model_content=read_flatbuffer(source),
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+    except ValueError as error:  # LiteRT's answer to a truncated, empty or foreign file
+        name = "the model" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+        raise UnreadableModelError(f"{name} is not a TFLite model LiteRT can load ({error}); convert it again.") from None
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
         raise MetaError(f"The app takes a model with one input and one output; this one has {len(inputs)} and {len(outputs)}.")

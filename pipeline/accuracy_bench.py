@@ -419,13 +419,20 @@ def settings_from_flags() -> tuple[BenchSettings, tuple[str, ...]]:
 
 
 def main(argv: Sequence[str]) -> None:
+    from absl import logging
+
+    from export.tensorflow_logging import import_tensorflow, silence_tensorflow_logging
+
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    # Before TensorFlow loads; the pipeline.run commands it starts inherit the quiet TF_CPP_MIN_LOG_LEVEL.
+    silence_tensorflow_logging(verbose=logging.get_verbosity() >= logging.DEBUG)
     try:
         settings, suites = settings_from_flags()
     except ValueError as error:
         print(f"pipeline.accuracy_bench: error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    import_tensorflow()
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     try:
         report = run_benchmark(settings, suites)

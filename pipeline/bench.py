@@ -240,6 +240,11 @@ def config_from_flags() -> BenchConfig:
                           "enable_op_profiling": FLAGS.enable_op_profiling}
     if FLAGS.repeats < 1 or FLAGS.calibration_images < 1:
         raise ValueError("--repeats and --calibration_images must be >= 1.")
+    from models.registry import MIN_INPUT_SIZE
+
+    if FLAGS.image_size < MIN_INPUT_SIZE:
+        raise ValueError(f"--image_size must be at least {MIN_INPUT_SIZE} (every network's stride is 32), "
+                         f"got {FLAGS.image_size}.")
     return BenchConfig(
         models=resolve_model_names(FLAGS.models), reference=FLAGS.reference, image_size=FLAGS.image_size,
         num_classes=FLAGS.num_classes, output_dir=FLAGS.output_dir, settings=settings, repeats=FLAGS.repeats,
@@ -249,24 +254,32 @@ def config_from_flags() -> BenchConfig:
 
 
 def main(argv: Sequence[str]) -> None:
+    from export.tensorflow_logging import import_tensorflow, silence_tensorflow_logging
+
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    silence_tensorflow_logging(verbose=logging.get_verbosity() >= logging.DEBUG)
+    import_tensorflow()
     try:
         config = config_from_flags()
     except ValueError as error:
-        print(f"pipeline.bench: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    from export.adb import AdbError
-    from export.benchmark_model_output import BenchmarkOutputError
+        _fail(error)
+    from export.adb import AdbError  # benchmark_model's output errors included
+    from export.benchmark import HostBenchmarkError
 
     try:
         report = run_zoo_benchmark(config)
-    except (AdbError, BenchmarkOutputError) as error:  # typed, and they say how to fix
-        print(f"pipeline.bench: error: {error}", file=sys.stderr)
-        sys.exit(1)
+    except (AdbError, HostBenchmarkError) as error:  # typed, and they say how to fix (a broken .tflite too)
+        _fail(error)
     paths = write_report(report, config.output_dir, FLAGS.json)
     print(markdown_report(report))
     print("Wrote " + ", ".join(str(path) for path in paths.values()))
+
+
+def _fail(error: Exception) -> None:
+    """One line on stderr (a device error's first line: the rest is benchmark_model's log), exit status 2."""
+    print(f"pipeline.bench: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
 
 
 def _define_flags() -> None:

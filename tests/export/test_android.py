@@ -312,3 +312,22 @@ def test_cli_packages_and_exits_2_with_one_line_on_a_model_without_metadata(tmp_
 
     missing = _cli("--run_dir", str(tmp_path / "nowhere"), "--app_dir", str(app))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("broken", [b"", b"not a model", None])
+def test_a_broken_model_is_a_packaging_error(tmp_path, broken):
+    run, app = make_run(tmp_path), make_app(tmp_path)
+    model = run / "model_int8.tflite"
+    model.write_bytes(model.read_bytes()[:200] if broken is None else broken)  # None: truncated
+    with pytest.raises(PackagingError, match=r"model_int8\.tflite is not a TFLite model LiteRT can load"):
+        package(run, app)
+    assert not (app / MAIN_ASSETS).exists()
+
+
+def test_cli_a_broken_model_is_one_line_and_exit_2(tmp_path):
+    run, app = make_run(tmp_path), make_app(tmp_path)
+    (run / "model_int8.tflite").write_bytes(b"not a model")
+    failed = _cli("--run_dir", str(run), "--app_dir", str(app))
+    assert failed.returncode == 2, failed.stderr
+    error_lines = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert len(error_lines) == 1 and "is not a TFLite model LiteRT can load" in error_lines[0], failed.stderr

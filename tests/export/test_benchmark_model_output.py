@@ -168,8 +168,19 @@ def test_binary_crash_is_reported_with_the_signal():
 def test_truncated_output():
     with pytest.raises(bmo.TruncatedOutputError, match="ends before its timing results"):
         parse("tflite_truncated.txt")
-    with pytest.raises(bmo.TruncatedOutputError):
-        bmo.parse_benchmark_model_output("")
+
+
+def test_empty_output_is_a_one_line_device_error():
+    from export.adb import AdbError
+
+    for text, status in (("", "(exit status 0)"), ("\n  \n", "(exit status 0)")):
+        with pytest.raises(bmo.EmptyOutputError, match="printed nothing") as error:
+            bmo.parse_benchmark_model_output(text, exit_code=0)
+        assert status in str(error.value) and "\n" not in str(error.value)
+        assert isinstance(error.value, bmo.TruncatedOutputError)
+        assert isinstance(error.value, AdbError)  # what pipeline.run and pipeline.bench catch
+    with pytest.raises(bmo.BinaryCrashedError):  # nothing printed, but the exit status says it crashed
+        bmo.parse_benchmark_model_output("", exit_code=139)
 
 
 @pytest.mark.parametrize(

@@ -150,3 +150,60 @@ def test_untrained_mobilenet_v3_needs_batch_norm_statistics_to_run_whole_on_xnnp
     assert untrained.partitions > 1 and set(untrained.undelegated_ops) == {"ADD"}
     bench.set_batch_norm_statistics(model, images)
     assert xnnpack_partitions(fast_converter(model, "int8", images)).partitions == 1
+
+
+def _bench_cli(*args, cwd):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    environment = {**os.environ, "PYTHONPATH": str(repo)}
+    environment.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI must quiet TensorFlow's start-up log itself
+    return subprocess.run([sys.executable, "-m", "pipeline.bench", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=environment)
+
+
+def _one_error_line(done) -> str:
+    """The error line, after checking it is the last and that nothing but bench's own progress log precedes it."""
+    import re
+
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and lines and lines[-1].startswith("pipeline.bench: error: "), done.stderr
+    assert all(re.match(r"I\d{4} [\d:.]+ +\d+ bench\.py:\d+\] ", line) for line in lines[:-1]), done.stderr
+    return lines[-1]
+
+
+def test_cli_image_size_below_the_stride_is_one_line(tmp_path):
+    line = _one_error_line(_bench_cli("--models", "mobilenet_v1", "--image_size", "7", cwd=tmp_path))
+    assert "--image_size must be at least 32" in line
+
+
+def test_cli_a_broken_reused_tflite_is_one_line(tmp_path):
+    tflite = tmp_path / "out" / "tflite"
+    tflite.mkdir(parents=True)
+    for precision in ("float32", "int8"):
+        (tflite / f"mobilenet_v1_{precision}.tflite").write_bytes(b"not a model")
+    line = _one_error_line(_bench_cli(
+        "--models", "mobilenet_v1", "--noreference", "--image_size", "32", "--num_classes", "2", "--reuse_tflite",
+        "--output_dir", str(tmp_path / "out"), "--repeats", "1", "--num_runs", "1", "--warmup_runs", "0",
+        "--nomeasure_memory", cwd=tmp_path))
+    assert "mobilenet_v1_float32.tflite" in line and "not a valid Flatbuffer" in line
+
+
+def test_cli_device_errors_are_one_line(monkeypatch, capsys):
+    from export.benchmark_model_output import EmptyOutputError
+
+    monkeypatch.setattr(bench, "config_from_flags", lambda: None)
+
+    def empty_result(config):
+        raise EmptyOutputError("benchmark_model printed nothing (exit status 0): the binary did not run.",
+                               "more lines\nof its log")
+
+    monkeypatch.setattr(bench, "run_zoo_benchmark", empty_result)
+    with pytest.raises(SystemExit) as exited:
+        bench.main(["pipeline.bench"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == ("pipeline.bench: error: benchmark_model printed nothing (exit status 0): the "
+                                       "binary did not run.\n")
