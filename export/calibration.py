@@ -71,15 +71,16 @@ def correct_calibration(calibrated: bytes, dataset: RepresentativeDataset) -> by
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def quantize_int8(converter: tf.lite.TFLiteConverter, io_dtype: tf.DType) -> bytes:
+def quantize_int8(converter: tf.lite.TFLiteConverter, io_dtype: tf.DType, float_ops: tuple[str, ...] = ()) -> bytes:
     """Full-integer int8 conversion of `converter` (set up for int8 PTQ, with its representative dataset) with
-    correctly measured ranges."""
+    correctly measured ranges; `float_ops` (TFLite op names, e.g. SOFTMAX) are left in float."""
     from tensorflow.lite.python.convert import mlir_quantize
 
     dataset = converter.representative_dataset  # read now: convert() wraps it in a RepresentativeDataset
     converter._experimental_calibrate_only = True  # noqa: SLF001  (TFLite's QuantizationDebugger does the same)
     calibrated = correct_calibration(bytes(converter.convert()), dataset)
-    return bytes(mlir_quantize(calibrated, input_data_type=io_dtype, output_data_type=io_dtype))
+    return bytes(mlir_quantize(calibrated, input_data_type=io_dtype, output_data_type=io_dtype,
+                               denylisted_ops=list(float_ops) or None))
 
 
 def random_calibration_images(count: int, image_size: int, seed: int = 0) -> np.ndarray:

@@ -2,4 +2,5 @@
 flag in about a second (pipeline.config takes its choices from here)."""
 
 QUANTIZATIONS = ("int8", "float16", "dynamic", "none")
-IO_DTYPES = ("int8", "uint8")
+IO_DTYPES = ("int8", "uint8", "float32")
+SCORES = ("logits", "probabilities")

@@ -9,12 +9,21 @@ Quantization modes:
 - `"none"`: float32 weights and activations.
 - `"float16"`: float16 weights, dequantized to float32 when the model loads (half the file; CPU computes float32).
 - `"dynamic"`: int8 weights, float activations (dynamic-range quantization); no calibration data needed.
-- `"int8"`: full-integer; only TFLITE_BUILTINS_INT8 ops, int8 or uint8 model input/output (`io_dtype`).
-  Post-training quantization calibrates activation ranges on `representative_images` (float32, already
-  normalized the way the model was trained). A quantization-aware-trained model (TF-MOT `quantize_model`)
-  already carries its ranges in fake-quant ops, so it needs no calibration data.
+- `"int8"`: full-integer; only TFLITE_BUILTINS_INT8 ops inside the graph. The model's input/output (`io_dtype`)
+  are int8 or uint8, or float32: then one QUANTIZE at the input and one DEQUANTIZE at the output convert at the
+  edges (both on XNNPACK), which is what MediaPipe Tasks' ImageClassifier loads as it is (it refuses int8
+  tensors; README, "Using the model in an app"). Post-training quantization calibrates activation ranges on
+  `representative_images` (float32, already normalized the way the model was trained). A quantization-aware-trained
+  model (TF-MOT `quantize_model`) already carries its ranges in fake-quant ops, so it needs no calibration data.
 `sparse=True` adds `Optimize.EXPERIMENTAL_SPARSITY`: pruned weights are stored sparse, which is what lets
 XNNPACK's sparse fp32 kernels run (DESIGN.md: >= 2/3 zeros in 1x1 convolutions).
+
+Scores (`scores`): the networks output logits; `"probabilities"` appends a softmax to the converted graph, so a
+client shows scores in [0, 1] without knowing the model. In a post-training int8 model with float32 output the
+softmax stays float, after the DEQUANTIZE: XNNPACK runs float SOFTMAX but not int8 SOFTMAX, and a float softmax of
+the int8 logits keeps their top-1 (an int8 softmax rounds probabilities to steps of 1/256, which ties close
+classes). A quantization-aware model's converter quantizes the softmax anyway (it has no per-op opt-out), so there
+the SOFTMAX is int8 and runs off XNNPACK (the DEQUANTIZE after it becomes a second partition).
 """
 from __future__ import annotations
 
@@ -26,7 +35,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from export.calibration import quantize_int8
-from export.choices import IO_DTYPES
+from export.choices import IO_DTYPES, SCORES
 from export.choices import QUANTIZATIONS as QUANTIZATION_MODES
 from export.evaluate import iterate_images
 from export.graph import integer_only_problems
@@ -66,12 +75,21 @@ def to_tflite(
     representative_images: Iterable[np.ndarray] | np.ndarray | None = None,
     io_dtype: str = "int8",
     sparse: bool = False,
+    scores: str = "logits",
 ) -> bytes:
     """Convert `model` at batch 1 to a TFLite flatbuffer in `quantization` mode (`none|float16|dynamic|int8`)."""
     if quantization not in QUANTIZATION_MODES:
         raise ConversionError(f"Unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATION_MODES)}.")
     if io_dtype not in IO_DTYPES:
         raise ConversionError(f"Unknown io_dtype {io_dtype!r}; choose one of {', '.join(IO_DTYPES)}.")
+    if scores not in SCORES:
+        raise ConversionError(f"Unknown scores {scores!r}; choose one of {', '.join(SCORES)}.")
+    probabilities = scores == "probabilities"
+    if probabilities and _ends_in_softmax(model):
+        raise ConversionError(
+            "scores='probabilities' appends a softmax, but the model already ends in one; convert it with "
+            "scores='logits' (its outputs are probabilities already)."
+        )
     input_shape = fixed_input_shape(model)
     if any(type(layer).__name__ in _PRUNING_LAYER_CLASSES for layer in _all_layers(model)):
         raise ConversionError(
@@ -93,10 +111,10 @@ def to_tflite(
         )
 
     if quantization == "int8":
-        converter = _converter_for(model, input_shape)
+        converter = _converter_for(model, input_shape, probabilities)
     else:
         with fused_hard_swish():  # float activations: the one fused op is faster (models/layers.py)
-            converter = _converter_for(model, input_shape)
+            converter = _converter_for(model, input_shape, probabilities)
     errors: list[ConversionError] = []
     optimizations = []
     if quantization != "none":
@@ -120,7 +138,8 @@ def to_tflite(
     try:
         if quantization == "int8" and representative_images is not None and not quantization_aware:
             # TFLite's calibrator mis-records some ranges (export/calibration.py): re-measured before quantizing.
-            flatbuffer = quantize_int8(converter, tf.as_dtype(io_dtype))
+            float_softmax = probabilities and io_dtype == "float32"
+            flatbuffer = quantize_int8(converter, tf.as_dtype(io_dtype), float_ops=("SOFTMAX",) if float_softmax else ())
         else:
             flatbuffer = bytes(converter.convert())
     except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError, ...
@@ -128,16 +147,17 @@ def to_tflite(
             raise errors[0] from error
         raise ConversionError(_explain(error, quantization, quantization_aware)) from error
     if quantization == "int8" and representative_images is None:
-        _check_integer_only(flatbuffer)
+        _check_integer_only(flatbuffer, float_io=io_dtype == "float32")
     return flatbuffer
 
 
-def _converter_for(model: keras.Model, input_shape: tuple[int, ...]) -> tf.lite.TFLiteConverter:
+def _converter_for(model: keras.Model, input_shape: tuple[int, ...], probabilities: bool) -> tf.lite.TFLiteConverter:
     input_dtype = model.inputs[0].dtype
 
     @tf.function(input_signature=[tf.TensorSpec(input_shape, input_dtype, name="input")])
     def serving(images):
-        return model(images, training=False)
+        outputs = model(images, training=False)
+        return tf.nn.softmax(outputs) if probabilities else outputs
 
     concrete = serving.get_concrete_function()
     # The converter saves the trackable object it is given before freezing. Given the Keras model, that save
@@ -177,8 +197,8 @@ def _representative_dataset(images, input_shape: tuple[int, ...], errors: list[C
     return generate
 
 
-def _check_integer_only(flatbuffer: bytes) -> None:
-    problems = integer_only_problems(flatbuffer)
+def _check_integer_only(flatbuffer: bytes, float_io: bool) -> None:
+    problems = integer_only_problems(flatbuffer, float_io=float_io)
     if problems:
         raise ConversionError(
             "The quantization-aware model did not convert to integer-only ops: "
@@ -215,6 +235,12 @@ def _summarize(message: str) -> str:
         return f"TensorFlow ops with no TFLite builtin kernel: {', '.join(unsupported)}."
     lines = [line.strip() for line in message.splitlines() if line.strip() and "loc(" not in line]
     return "\n".join(line[:300] for line in lines[:6])
+
+
+def _ends_in_softmax(model: keras.Model) -> bool:
+    last = model.layers[-1] if model.layers else None
+    activation = getattr(last, "activation", None)
+    return isinstance(last, keras.layers.Softmax) or getattr(activation, "__name__", "") == "softmax"
 
 
 def _all_layers(model: keras.Model):

@@ -111,30 +111,36 @@ def xnnpack_partitions(source: ModelSource, num_threads: int = 1) -> XnnpackRepo
     )
 
 
-def integer_only_problems(source: ModelSource) -> list[str]:
+def integer_only_problems(source: ModelSource, float_io: bool = False) -> list[str]:
     """What keeps an int8 model from being integer-only and XNNPACK-friendly; an empty list means clean.
 
     Flags: model input/output not int8/uint8; float tensors into or out of any op except a QUANTIZE/DEQUANTIZE at
     the model's edges; QUANTIZE/DEQUANTIZE inside the graph; SHAPE/PACK/STRIDED_SLICE/GATHER; int8 HARD_SWISH.
+    With `float_io` (a model converted with io_dtype='float32'), a float32 input and output are accepted, and so
+    is a float SOFTMAX between the output's DEQUANTIZE and the output (export/convert.py keeps it float).
     """
     model = _parse(source)
     subgraph = model.Subgraphs(0)
     graph_inputs = set(subgraph.InputsAsNumpy().tolist())
     graph_outputs = set(subgraph.OutputsAsNumpy().tolist())
+    io_types = _INTEGER_IO_TYPES + (("float32",) if float_io else ())
     problems = []
     for role, tensors in (("input", graph_inputs), ("output", graph_outputs)):
         for tensor_index in sorted(tensors):
             dtype = tensor_type(subgraph, tensor_index)
-            if dtype not in _INTEGER_IO_TYPES:
+            if dtype not in io_types:
                 problems.append(
-                    f"model {role} {tensor_name(subgraph, tensor_index)!r} is {dtype}, not int8/uint8"
+                    f"model {role} {tensor_name(subgraph, tensor_index)!r} is {dtype}, not {'/'.join(io_types)}"
                 )
+    float_tail = _float_softmax_tail(model, subgraph, graph_outputs) if float_io else {}
     for op_index in range(subgraph.OperatorsLength()):
         operator = subgraph.Operators(op_index)
         name = op_name(model, operator)
         inputs = [t for t in operator.InputsAsNumpy().tolist() if t >= 0]
         outputs = [t for t in operator.OutputsAsNumpy().tolist() if t >= 0]
         where = f"{name} (op {op_index}, output {tensor_name(subgraph, outputs[0]) if outputs else '?'!r})"
+        if op_index in float_tail:
+            continue
         if name in ("QUANTIZE", "DEQUANTIZE"):
             at_edge = bool(graph_inputs.intersection(inputs) or graph_outputs.intersection(outputs))
             if not at_edge:
@@ -152,6 +158,23 @@ def integer_only_problems(source: ModelSource) -> list[str]:
                 f"({tensor_type(subgraph, first)})"
             )
     return problems
+
+
+def _float_softmax_tail(model: schema.Model, subgraph: schema.SubGraph, graph_outputs: set[int]) -> set[int]:
+    """Indices of each `DEQUANTIZE -> SOFTMAX -> model output` pair of ops (the float-output classifier's tail)."""
+    producers = {}
+    for op_index in range(subgraph.OperatorsLength()):
+        for tensor in subgraph.Operators(op_index).OutputsAsNumpy().tolist():
+            producers[tensor] = op_index
+    tail = set()
+    for output in graph_outputs:
+        softmax = producers.get(output)
+        if softmax is None or op_name(model, subgraph.Operators(softmax)) != "SOFTMAX":
+            continue
+        dequantize = producers.get(int(subgraph.Operators(softmax).Inputs(0)))
+        if dequantize is not None and op_name(model, subgraph.Operators(dequantize)) == "DEQUANTIZE":
+            tail.update((softmax, dequantize))
+    return tail
 
 
 def _parse(source: ModelSource) -> schema.Model:

@@ -8,7 +8,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 import tiny_tflite_models as tiny
 from export.convert import ConversionError, is_quantization_aware, to_tflite
-from export.graph import integer_only_problems, op_histogram
+from export.evaluate import TFLiteClassifier
+from export.graph import integer_only_problems, op_histogram, xnnpack_partitions
 
 
 def io_details(flatbuffer: bytes):
@@ -110,6 +111,10 @@ def test_quantization_aware_model_converts_to_integer_only():
     assert io_details(without_images)[1]["quantization"][0] == pytest.approx(io_details(with_images)[1]["quantization"][0])
     with pytest.raises(ConversionError, match="converts only with quantization='int8'"):
         to_tflite(qat_model, "dynamic")
+    # The client-ready I/O; the QAT converter quantizes the softmax to int8, which the checks accept.
+    deployed = to_tflite(qat_model, "int8", io_dtype="float32", scores="probabilities")
+    assert integer_only_problems(deployed, float_io=True) == []
+    assert [detail["dtype"] for detail in io_details(deployed)] == [np.float32, np.float32]
 
 
 def test_hard_swish_is_one_fused_op_in_float_and_unfused_in_int8():
@@ -160,3 +165,38 @@ def test_one_extreme_calibration_image_does_not_set_the_int8_range():
     flatbuffer = to_tflite(model, "int8", representative_images=images)
     input_scale = Interpreter(model_content=flatbuffer).get_input_details()[0]["quantization"][0]
     assert input_scale == pytest.approx(2 / 255, rel=0.05)
+
+
+def test_probabilities_append_a_softmax_that_keeps_the_top1():
+    images = tiny.images(8, seed=5)
+    logits = TFLiteClassifier(tiny.converted("plain", "none")).logits(images)
+    probabilities = TFLiteClassifier(tiny.converted("plain", "none", scores="probabilities")).logits(images)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(np.argmax(probabilities, axis=1), np.argmax(logits, axis=1))
+    assert op_histogram(tiny.converted("plain", "none", scores="probabilities"))["SOFTMAX"] == 1
+
+
+def test_int8_with_float_io_keeps_the_softmax_float_and_whole_on_xnnpack():
+    flatbuffer = tiny.converted("plain", "int8", "float32", "probabilities")
+    model_input, model_output = io_details(flatbuffer)
+    assert model_input["dtype"] == np.float32 and model_output["dtype"] == np.float32
+    histogram = op_histogram(flatbuffer)
+    assert histogram["QUANTIZE"] == 1 and histogram["DEQUANTIZE"] == 1 and histogram["SOFTMAX"] == 1
+    assert integer_only_problems(flatbuffer, float_io=True) == []
+    assert integer_only_problems(flatbuffer)[0].startswith("model input 'serving_default_input:0' is float32")
+    report = xnnpack_partitions(flatbuffer)
+    assert report.fully_delegated, report  # unlike an int8 SOFTMAX, which XNNPACK leaves out
+    assert "SOFTMAX" in xnnpack_partitions(tiny.converted("plain", "int8", "uint8", "probabilities")).undelegated_ops
+    # The float softmax of the int8 logits: the same top-1 as the raw int8 model, probabilities that sum to 1.
+    images = tiny.images(16, seed=6)
+    raw = TFLiteClassifier(tiny.converted("plain", "int8")).logits(images)
+    probabilities = TFLiteClassifier(flatbuffer).logits(images)
+    np.testing.assert_array_equal(np.argmax(probabilities, axis=1), np.argmax(raw, axis=1))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_probabilities_are_refused_for_a_model_that_ends_in_a_softmax():
+    with pytest.raises(ConversionError, match="already ends in one"):
+        to_tflite(tiny.classifier("softmax"), "none", scores="probabilities")
+    with pytest.raises(ConversionError, match="Unknown scores 'softmax'; choose one of logits, probabilities"):
+        to_tflite(tiny.classifier(), "none", scores="softmax")
