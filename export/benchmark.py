@@ -10,7 +10,7 @@ default op resolver (it applies XNNPACK as the default delegate), XNNPACK off is
 `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES` (the built-in kernels only), the same switch `benchmark_model
 --use_xnnpack=false` makes. Inputs are random, of the model's own dtype and shape, drawn like `benchmark_model`
 draws them (float in [-0.5, 0.5], int8 in [-127, 127], uint8 in [0, 254]) and set once. Each `invoke()` is timed
-with `time.perf_counter_ns`. Several models are measured interleaved (DESIGN.md: timing noise on a shared
+with `time.perf_counter_ns`. Several models are measured interleaved (docs/design.md, "Counting delegation and timing": noise on a shared
 machine): every model is loaded and warmed up first, then `repeats` rounds each run every model's `num_runs`
 block, in a rotated order, with one untimed run before each block to re-warm caches after the switch; a model's
 latency is the median of its per-round medians. At one thread the CPU time of the invoking thread

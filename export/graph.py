@@ -3,7 +3,7 @@
 The op histogram and the integer-only check read the flatbuffer itself (the schema module LiteRT ships), so
 they work on any file, even one whose ops this interpreter has no kernel for. XNNPACK delegation has to be
 observed: the Python interpreter does not say which ops the delegate took, and the pip benchmark tool's
-`fully_accelerated` is always false for int8 models that end in SOFTMAX (DESIGN.md). After `allocate_tensors()`
+`fully_accelerated` is always false for int8 models that end in SOFTMAX (docs/design.md, "Counting delegation and timing"). After `allocate_tensors()`
 with the default XNNPACK delegate, the interpreter's node list holds the original nodes plus one `DELEGATE` node
 per partition; walking back from a DELEGATE node's outputs to its inputs finds the original nodes it replaced,
 and every other node runs on a built-in kernel. `experimental_preserve_all_tensors` is never used here: it forces

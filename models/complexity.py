@@ -1,7 +1,7 @@
 """Analytic complexity of a Keras model: parameters, multiply-adds, element-wise ops and memory access cost.
 
 Counted from layer types and static tensor shapes, never with `tf.compat.v1.profiler`: in tf_keras the profiler
-silently skips grouped convolutions (it read a ShuffleNetV1 as 18.9M MACs instead of 137.5M, see DESIGN.md).
+silently skips grouped convolutions (it read a ShuffleNetV1 as 18.9M MACs instead of 137.5M, see docs/design.md, "Why each non-obvious lowering exists").
 All counts are for one sample (batch 1, the batch dimension is ignored).
 
 Conventions (one for every network, so that networks compare fairly):

@@ -6,7 +6,7 @@ reference, keras.applications' MobileNet / MobileNetV2 / MobileNetV3Small / Mobi
 `export.convert.to_tflite` (batch 1; int8 calibrated on a few random images, which is fine for speed and
 meaningless for accuracy; `set_batch_norm_statistics` says why BatchNorm statistics are set first), benchmarks
 all of them in one process, interleaved round by round (the median of the rounds' medians is the latency;
-DESIGN.md on timing noise), and writes:
+docs/design.md, "Counting delegation and timing"), and writes:
 
 - `bench.json`: every number, per model and precision (the full `BenchmarkResult`s, XNNPACK partitions);
 - `bench.md`: one table: params, MACs, memory access cost (ShuffleNetV2's MAC), file size, float32 and int8

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from export.choices import IO_DTYPES, QUANTIZATIONS
+from export.choices import IO_DTYPES, QUANTIZATIONS, SCORES
 from models.choices import PRUNE_CRITERIA
 
 DIGITS = "digits"
@@ -127,7 +127,11 @@ class RunConfig:
     # --- convert
     quantize: str = setting("int8", "convert", "int8 (full-integer post-training) | float16 | dynamic | none.",
                             choices=QUANTIZATIONS)
-    io_dtype: str = setting("int8", "convert", "Input/output type of an int8 model.", choices=IO_DTYPES)
+    io_dtype: str = setting("float32", "convert", "Input/output type of an int8 model: float32 (one QUANTIZE / "
+                            "DEQUANTIZE at the edges: what MediaPipe and the Support Library load as they are), uint8, "
+                            "or int8 (raw; MediaPipe refuses it).", choices=IO_DTYPES)
+    scores: str = setting("probabilities", "convert", "What the deployed models output: probabilities (a final "
+                          "softmax, so clients show scores in [0, 1]) or logits.", choices=SCORES)
     # --- benchmark
     device: str = setting("host", "benchmark", "Where to benchmark: host (LiteRT here) | adb (a phone) | none.",
                           choices=DEVICES, reproducible=False)

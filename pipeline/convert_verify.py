@@ -114,6 +114,7 @@ def convert_and_verify(
     sparse: bool,
     model_name: str,
     labels: Sequence[str] | None = None,
+    scores: str = "logits",
 ) -> VerifyResult:
     """Convert `model` to float32 and `quantization` TFLite files in `run_dir`, and verify them on held-out data."""
     from pipeline.quantize import float_model_from_quantization_aware
@@ -128,7 +129,7 @@ def convert_and_verify(
     float_model = float_model_from_quantization_aware(model) if quantization_aware else model
 
     files = {"float32": layout.FLOAT_TFLITE}
-    flatbuffers = {"float32": to_tflite(float_model, "none", sparse=sparse)}
+    flatbuffers = {"float32": to_tflite(float_model, "none", sparse=sparse, scores=scores)}
     if quantization != "none":
         files["quantized"] = layout.quantized_tflite(quantization)
         flatbuffers["quantized"] = to_tflite(
@@ -136,6 +137,7 @@ def convert_and_verify(
             quantization,
             representative_images=representative_images(data) if quantization == "int8" else None,
             io_dtype=io_dtype,
+            scores=scores,
         )
     for artifact, flatbuffer in flatbuffers.items():
         write_bytes_atomic(run_dir / layout.converted(files[artifact]), flatbuffer)
@@ -155,7 +157,7 @@ def convert_and_verify(
     checks = {"meta_matches_tflite": _meta_matches(meta, run_dir / layout.converted(files[app_artifact]))}
     problems = None
     if quantization == "int8":
-        problems = integer_only_problems(flatbuffers["quantized"])
+        problems = integer_only_problems(flatbuffers["quantized"], float_io=io_dtype == "float32")
         checks["integer_only"] = not problems
         if problems:
             log.warning("THE INT8 MODEL IS NOT INTEGER-ONLY (%d problem(s)); it will run partly in float or "
@@ -237,13 +239,15 @@ def _log_summary(result: VerifyResult) -> None:
         log.warning("verification FAILED: %s", ", ".join(failed))
 
 
-def post_training_baseline(model: keras.Model, data: DataSplits, output: Path, io_dtype: str) -> dict[str, Any]:
+def post_training_baseline(model: keras.Model, data: DataSplits, output: Path, io_dtype: str,
+                           scores: str = "logits") -> dict[str, Any]:
     """With --qat: the same float model quantized after training instead, so one run shows what QAT bought.
 
     Writes the int8 model to `output` and returns the held-out top-1 of the float Keras model it came from and of
     its int8 post-training-quantized conversion (calibrated exactly as the main int8 artifact is).
     """
-    flatbuffer = to_tflite(model, "int8", representative_images=representative_images(data), io_dtype=io_dtype)
+    flatbuffer = to_tflite(model, "int8", representative_images=representative_images(data), io_dtype=io_dtype,
+                           scores=scores)
     write_bytes_atomic(Path(output), flatbuffer)
     images, image_labels = data.val_arrays()
     return {

@@ -1,6 +1,6 @@
 """The prune stage: TF-MOT magnitude pruning of a trained model, fine-tuned, stripped, and measured.
 
-Three methods (DESIGN.md, "Pruning"):
+Three methods (docs/design.md, "Sparsity and slimming"):
 - `"2:4"`: `sparsity_m_by_n=(2, 4)`, two zeros in every four consecutive weights along the input channels
   (the innermost dimension of TFLite's [out, h, w, in] weights). It shrinks the stored float32 file, not CPU
   latency. Only convolutions and dense layers whose input depth (per group) is a multiple of 4 can hold the

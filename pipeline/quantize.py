@@ -2,7 +2,7 @@
 
 The result keeps its fake-quant ops: `export.convert.to_tflite(model, "int8")` reads the ranges from them, no
 calibration. It is fine-tuned briefly at a low learning rate, since it starts from a converged float model
-(DESIGN.md: distill first, then QAT).
+(distill first, then QAT: the fake-quant rounding is learned last).
 
 A pruned model is quantized with TF-MOT's prune-preserving scheme (PQAT,
 `Default8BitPrunePreserveQuantizeScheme`): plain QAT would let the zeroed weights grow back during fine-tuning

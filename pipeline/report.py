@@ -5,7 +5,8 @@ puts the parts together.
 
 metrics.json always has these keys (a value is null where the run did not produce it):
 model, width_multiplier, dataset{name, num_classes, num_train, num_val, image_size, skipped_files}, params, macs,
-memory_access_cost, accuracy{keras_float, tflite_float32, tflite_quantized}, agreement_quantized_vs_float,
+memory_access_cost, accuracy{keras_float, tflite_float32, tflite_quantized, mediapipe_float32, mediapipe_quantized
+(top-1 through MediaPipe Tasks' ImageClassifier)}, agreement_quantized_vs_float,
 size_bytes{float32, quantized}, quantization, io_dtype, qat, qat_comparison{float_before_qat, int8_ptq, int8_qat}
 (only with --qat and int8), sparsity{method, target, overall, per_layer}, stages{name: seconds},
 latency{device, num_threads, float32_ms, quantized_ms, details}, distillation, training{epochs, batch_size,
@@ -48,7 +49,8 @@ def base_metrics(context) -> dict[str, Any]:
                     "num_val": data.num_val, "image_size": data.image_size,
                     "skipped_files": len(data.skipped_files)},
         "params": None, "macs": None, "memory_access_cost": None,
-        "accuracy": {"keras_float": None, "tflite_float32": None, "tflite_quantized": None},
+        "accuracy": {"keras_float": None, "tflite_float32": None, "tflite_quantized": None,
+                     "mediapipe_float32": None, "mediapipe_quantized": None},
         "agreement_quantized_vs_float": None,
         "size_bytes": {"float32": None, "quantized": None},
         "quantization": config.quantize,

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 from absl import flags
+from absl import logging as absl_logging
+
+from export.tensorflow_logging import import_tensorflow, silence_tensorflow_logging
 
 from pipeline import config as config_module
 from pipeline import run_dir as run_dir_module
@@ -111,11 +114,14 @@ def _stage_errors() -> tuple[type[Exception], ...]:
     """The typed errors a stage raises with a message meant for the user (no traceback needed)."""
     from export.adb import AdbError
     from export.android import PackagingError
+    from export.client_check import ClientCheckError
     from export.convert import ConversionError
+    from export.metadata import ModelMetadataError
     from pipeline.prune import PruningError
     from pipeline.quantize import QuantizationAwareTrainingError
 
-    return AdbError, PackagingError, ConversionError, PruningError, QuantizationAwareTrainingError
+    return (AdbError, PackagingError, ConversionError, PruningError, QuantizationAwareTrainingError,
+            ModelMetadataError, ClientCheckError)
 
 
 def resolve_run_dir(config: RunConfig) -> Path:
@@ -145,6 +151,9 @@ def main(argv: Sequence[str]) -> int:
     except ConfigError as error:
         return _fail(str(error))
     _setup_logging()
+    # TensorFlow's start-up lines would bury a one-line error; -v 1 (absl's --verbosity) shows them.
+    silence_tensorflow_logging(verbose=absl_logging.get_verbosity() >= absl_logging.DEBUG)
+    import_tensorflow()
 
     import models
     from pipeline import distribute, workflow
@@ -182,6 +191,7 @@ def main(argv: Sequence[str]) -> int:
 def _run(config: RunConfig, run_dir: Path, data, strategy) -> int:
     """Run the stages in the locked run directory and print the summary; typed failures as one line."""
     from pipeline import distribute, report, workflow
+    from pipeline.model_files import ModelFileError
 
     try:
         metrics = workflow.run(config, run_dir, data, strategy=strategy)
@@ -189,6 +199,8 @@ def _run(config: RunConfig, run_dir: Path, data, strategy) -> int:
         print(f"pipeline.run: error: {str(error).strip().splitlines()[0]} (finished stages are kept in {run_dir}; "
               f"rerun the same command to resume)", file=sys.stderr)
         return EXIT_STAGE_FAILED
+    except ModelFileError as error:  # a model file in the run directory that would run code when loaded
+        return _fail(str(error))
     except OSError as error:  # a full disk or a directory made read-only mid-run: files written stay valid
         return _fail(f"could not write in {run_dir}: {error.strerror or error} (finished stages are kept; fix it and "
                      f"rerun the same command to resume)")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.stage import RunContext, Stage, Summary
-from pipeline.stages.convert import model_files
+from pipeline.stages.convert import client_ready, model_files
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class ClientCheckStage(Stage):
         names = data.class_names
         models = {}
         for artifact, name in model_files(context.config).items():
+            if not client_ready(context.config, artifact):
+                continue
             path = context.path(name)
             ours = np.argmax(TFLiteClassifier(path.read_bytes()).logits(images), axis=-1)
             check = mediapipe_agreement(path, data.val_images, [names[i] for i in ours],

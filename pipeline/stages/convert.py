@@ -43,6 +43,11 @@ def model_files(config) -> dict[str, str]:
     return files
 
 
+def client_ready(config, artifact: str) -> bool:
+    """False for a raw int8-I/O model (--io_dtype int8), which MediaPipe Tasks refuses by design."""
+    return not (artifact == "quantized" and config.quantize == "int8" and config.io_dtype == "int8")
+
+
 class ConvertStage(Stage):
     name = "convert_verify"
     sections = ("data", "convert", "sparsify")  # --prune's method decides whether float weights are stored sparse
@@ -62,7 +67,8 @@ class ConvertStage(Stage):
         else:
             model = load_model(context.path(context.model_file))
         result = convert_and_verify(model, context.data, context.run_dir, quantization=config.quantize,
-                                    io_dtype=config.io_dtype, sparse=config.sparsify, model_name=config.model)
+                                    io_dtype=config.io_dtype, sparse=config.sparsify, model_name=config.model,
+                                    scores=config.scores)
         return ConvertSummary.from_dict(result.to_dict())
 
     def metrics(self, result: ConvertSummary, context: RunContext) -> dict[str, Any]:

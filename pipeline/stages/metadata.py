@@ -11,7 +11,7 @@ from typing import Any
 
 from export import layout
 from pipeline.stage import RunContext, Stage, Summary
-from pipeline.stages.convert import model_files
+from pipeline.stages.convert import client_ready, model_files
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class MetadataStage(Stage):
 
     def run(self, context: RunContext) -> MetadataSummary:
         from export.files import write_bytes_atomic
-        from export.metadata import check_classifier_metadata, write_classifier_metadata
+        from export.metadata import check_classifier_metadata, read_metadata, write_classifier_metadata
 
         config, data = context.config, context.data
         labels = context.path(layout.LABELS).read_text(encoding="utf-8").splitlines()
@@ -54,7 +54,12 @@ class MetadataStage(Stage):
                 version=config.fingerprint(), author=config.model_author or PRODUCT,
                 license=config.model_license or "unspecified")
             # Checked as a client reads it: a missing metadata or a wrong label count stops the run here, in one line.
-            metadata = check_classifier_metadata(flatbuffer, data.num_classes)
+            if client_ready(config, artifact):
+                metadata = check_classifier_metadata(flatbuffer, data.num_classes)
+            else:
+                metadata = read_metadata(flatbuffer)
+                log.warning("the %s model keeps raw int8 input/output (--io_dtype int8): MediaPipe Tasks refuses it",
+                            artifact)
             write_bytes_atomic(context.path(name), flatbuffer)
             models[artifact] = {key: value for key, value in metadata.items()
                                 if key not in ("labels", "associated_files")}

@@ -35,7 +35,8 @@ class PtqBaselineStage(Stage):
         from pipeline.convert_verify import post_training_baseline
 
         result = post_training_baseline(load_model(context.path(context.model_file)), context.data,
-                                        context.path(layout.PTQ_BASELINE_TFLITE), context.config.io_dtype)
+                                        context.path(layout.PTQ_BASELINE_TFLITE), context.config.io_dtype,
+                                        context.config.scores)
         return PtqBaselineSummary(**result, path=layout.PTQ_BASELINE_TFLITE)
 
     def log_result(self, result: PtqBaselineSummary, context: RunContext) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import tf_keras as keras
 
+from export.client_check import client_python
+
 from pipeline import run as run_module
 from pipeline.config import RunConfig
 from pipeline.run_dir import write_config
@@ -106,7 +108,13 @@ def test_end_to_end_with_an_interruption_then_resume_then_nothing_to_do(monkeypa
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert METRICS_KEYS <= set(metrics)
-    assert set(metrics["accuracy"]) == {"keras_float", "tflite_float32", "tflite_quantized"}
+    assert set(metrics["accuracy"]) == {"keras_float", "tflite_float32", "tflite_quantized", "mediapipe_float32",
+                                        "mediapipe_quantized"}
+    if client_python() is not None:  # .ci/run builds the MediaPipe environment; a user's machine may not have it
+        for artifact in ("float32", "quantized"):
+            check = metrics["client_check"]["mediapipe"][artifact]
+            assert check["agreement"] >= 0.995 and 0 <= check["min_score"] <= check["max_score"] <= 1
+            assert metrics["accuracy"][f"mediapipe_{artifact}"] == metrics["accuracy"][f"tflite_{artifact}"]
     assert set(metrics["size_bytes"]) == {"float32", "quantized"}
     assert metrics["size_bytes"]["quantized"] < metrics["size_bytes"]["float32"]
     assert metrics["dataset"]["skipped_files"] == 1 and metrics["params"] > 0 and metrics["macs"] > 0
