@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from export.calibration import quantize_int8
+from export.calibration import pixel_input_range, quantize_int8
 from export.evaluate import iterate_images
 from export.graph import integer_only_problems
 from models.layers import fused_hard_swish
@@ -77,12 +77,21 @@ def to_tflite(
     io_dtype: str = "int8",
     sparse: bool = False,
     scores: str = "logits",
+    pixel_range: tuple[float, float] | None = None,
 ) -> bytes:
-    """Convert `model` at batch 1 to a TFLite flatbuffer in `quantization` mode (`none|float16|dynamic|int8`)."""
+    """Convert `model` at batch 1 to a TFLite flatbuffer in `quantization` mode (`none|float16|dynamic|int8`).
+
+    `pixel_range`: the model input's values for pixels 0 and 255, e.g. (-1.0, 1.0) for (pixel - 127.5) / 127.5;
+    post-training int8 then quantizes the input on that range (export.calibration.pixel_input_range), so every
+    client that normalizes pixels the same way feeds the same int8 input. Without it the input's range is measured
+    (and a quantization-aware model keeps the input range it learned).
+    """
     if quantization not in QUANTIZATION_MODES:
         raise ConversionError(f"Unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATION_MODES)}.")
     if io_dtype not in IO_DTYPES:
         raise ConversionError(f"Unknown io_dtype {io_dtype!r}; choose one of {', '.join(IO_DTYPES)}.")
+    if pixel_range is not None and not (len(pixel_range) == 2 and pixel_range[0] < pixel_range[1]):
+        raise ConversionError(f"pixel_range must be (value of pixel 0, value of pixel 255), low < high; got {pixel_range!r}.")
     if scores not in SCORES:
         raise ConversionError(f"Unknown scores {scores!r}; choose one of {', '.join(SCORES)}.")
     probabilities = scores == "probabilities"
@@ -140,7 +149,8 @@ def to_tflite(
         if quantization == "int8" and representative_images is not None and not quantization_aware:
             # TFLite's calibrator mis-records some ranges (export/calibration.py): re-measured before quantizing.
             float_softmax = probabilities and io_dtype == "float32"
-            flatbuffer = quantize_int8(converter, tf.as_dtype(io_dtype), float_ops=("SOFTMAX",) if float_softmax else ())
+            flatbuffer = quantize_int8(converter, tf.as_dtype(io_dtype), float_ops=("SOFTMAX",) if float_softmax else (),
+                                       input_range=pixel_input_range(pixel_range) if pixel_range else None)
         else:
             flatbuffer = bytes(converter.convert())
     except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError, ...

@@ -160,6 +160,12 @@ def check_classifier_metadata(tflite: bytes, num_classes: int) -> dict[str, Any]
     return metadata
 
 
+def output_scores(tflite: bytes) -> str:
+    """"probabilities" when the model's output comes from a SOFTMAX (through edge (DE)QUANTIZE ops), else "logits"."""
+    model = _unpack_model(tflite)
+    return "probabilities" if _ends_in_softmax(model, _single_subgraph(model)) else "logits"
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 

@@ -200,3 +200,17 @@ def test_probabilities_are_refused_for_a_model_that_ends_in_a_softmax():
         to_tflite(tiny.classifier("softmax"), "none", scores="probabilities")
     with pytest.raises(ConversionError, match="Unknown scores 'softmax'; choose one of logits, probabilities"):
         to_tflite(tiny.classifier(), "none", scores="softmax")
+
+
+def test_pixel_range_keeps_every_pixel_off_the_int8_rounding_boundaries():
+    flatbuffer = to_tflite(tiny.classifier(), "int8", tiny.images(16, seed=3), io_dtype="float32",
+                           scores="probabilities", pixel_range=(-1.0, 1.0))
+    interpreter = Interpreter(model_content=flatbuffer)
+    first_op = interpreter._get_ops_details()[0]  # noqa: SLF001 -- the QUANTIZE of the float input
+    scale, _ = interpreter.get_tensor_details()[first_op["outputs"][0]]["quantization"]
+    assert scale == pytest.approx(2.0 / 255.0 * 256.0 / 255.0, rel=1e-6)
+    steps = (np.arange(256) - 127.5) / 127.5 / scale
+    distance_to_boundary = np.abs(np.abs(steps - np.floor(steps)) - 0.5)
+    assert distance_to_boundary.min() > 1.9e-3  # ~1/512 of a step: no float rounding can flip a pixel
+    with pytest.raises(ConversionError, match="pixel_range must be"):
+        to_tflite(tiny.classifier(), "int8", tiny.images(4), pixel_range=(1.0, -1.0))
