@@ -27,6 +27,7 @@ the SOFTMAX is int8 and runs off XNNPACK (the DEQUANTIZE after it becomes a seco
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Iterable, Iterator
 
@@ -83,8 +84,8 @@ def to_tflite(
 
     `pixel_range`: the model input's values for pixels 0 and 255, e.g. (-1.0, 1.0) for (pixel - 127.5) / 127.5;
     post-training int8 then quantizes the input on that range (export.calibration.pixel_input_range), so every
-    client that normalizes pixels the same way feeds the same int8 input. Without it the input's range is measured
-    (and a quantization-aware model keeps the input range it learned).
+    client that normalizes pixels the same way feeds the same int8 input (a quantization-aware model's input
+    fake-quant is set to that range for the conversion). Without it the input's range is measured (or learned).
     """
     if quantization not in QUANTIZATION_MODES:
         raise ConversionError(f"Unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATION_MODES)}.")
@@ -152,7 +153,9 @@ def to_tflite(
             flatbuffer = quantize_int8(converter, tf.as_dtype(io_dtype), float_ops=("SOFTMAX",) if float_softmax else (),
                                        input_range=pixel_input_range(pixel_range) if pixel_range else None)
         else:
-            flatbuffer = bytes(converter.convert())
+            qat_input_range = pixel_input_range(pixel_range) if pixel_range and quantization_aware else None
+            with _input_quantizer_range(model, qat_input_range):
+                flatbuffer = bytes(converter.convert())
     except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError, ...
         if errors:  # our own complaint about the representative images, raised inside the converter
             raise errors[0] from error
@@ -246,6 +249,25 @@ def _summarize(message: str) -> str:
         return f"TensorFlow ops with no TFLite builtin kernel: {', '.join(unsupported)}."
     lines = [line.strip() for line in message.splitlines() if line.strip() and "loc(" not in line]
     return "\n".join(line[:300] for line in lines[:6])
+
+
+@contextlib.contextmanager
+def _input_quantizer_range(model: keras.Model, input_range: tuple[float, float] | None):
+    """For the conversion, a QAT model's input fake-quant (the QuantizeLayer on the model input) set to
+    `input_range`, the way post-training int8 pins it (export/calibration.py); restored afterwards."""
+    quantizers = [layer for layer in model.layers
+                  if type(layer).__name__ == "QuantizeLayer" and layer.input is model.inputs[0]]
+    variables = [weight for layer in quantizers for weight in layer.weights
+                 if weight.name.endswith(("_min:0", "_max:0"))]
+    saved = [weight.numpy() for weight in variables]
+    try:
+        if input_range is not None:
+            for weight in variables:
+                weight.assign(input_range[0] if weight.name.endswith("_min:0") else input_range[1])
+        yield
+    finally:
+        for weight, value in zip(variables, saved):
+            weight.assign(value)
 
 
 def _ends_in_softmax(model: keras.Model) -> bool:
