@@ -62,10 +62,9 @@ def pixel_input_range(pixel_range: tuple[float, float]) -> tuple[float, float]:
 
     On exactly that range the int8 step is one pixel and the zero point sits half a step off, so with mean 127.5
     every pixel quantizes from x.5: two clients whose float normalization differs in the last bit (MediaPipe's
-    `pixel * 2/255 - 1` and our `(pixel - 127.5) / 127.5`) round half the pixels differently. Measured on the
-    default digits run: MediaPipe's top-1 differed from ours on 4 of 359 images. With the step 256/255 of a pixel
-    every pixel lands at least 1/512 of a step from a boundary, far beyond float error; two of the 256 pixel
-    values share a step.
+    `pixel * 2/255 - 1` and our `(pixel - 127.5) / 127.5`) round half the pixels differently, and their top-1
+    differs (README, "Using the model in an app"). With the step 256/255 of a pixel every pixel lands at least
+    1/512 of a step from a boundary, far beyond float error; two of the 256 pixel values share a step.
     """
     low, high = pixel_range
     center, half = (low + high) / 2.0, (high - low) / 2.0 * 256.0 / 255.0
