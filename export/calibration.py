@@ -56,8 +56,25 @@ def observed_ranges(calibrated: bytes, dataset: RepresentativeDataset, tensors: 
     return {index: (float(low[i]), float(high[i])) for i, index in enumerate(tensors)}
 
 
-def correct_calibration(calibrated: bytes, dataset: RepresentativeDataset) -> bytes:
-    """The calibrated model with every per-tensor activation range re-measured (see the module docstring)."""
+def pixel_input_range(pixel_range: tuple[float, float]) -> tuple[float, float]:
+    """The int8 range for a model input that is `pixel_range` = (normalized pixel 0, normalized pixel 255), widened by
+    1/255 so that no pixel value falls on a rounding boundary.
+
+    On exactly that range the int8 step is one pixel and the zero point sits half a step off, so with mean 127.5
+    every pixel quantizes from x.5: two clients whose float normalization differs in the last bit (MediaPipe's
+    `pixel * 2/255 - 1` and our `(pixel - 127.5) / 127.5`) round half the pixels differently, and their top-1
+    differs (README, "Using the model in an app"). With the step 256/255 of a pixel every pixel lands at least
+    1/512 of a step from a boundary, far beyond float error; two of the 256 pixel values share a step.
+    """
+    low, high = pixel_range
+    center, half = (low + high) / 2.0, (high - low) / 2.0 * 256.0 / 255.0
+    return center - half, center + half
+
+
+def correct_calibration(calibrated: bytes, dataset: RepresentativeDataset,
+                        input_range: tuple[float, float] | None = None) -> bytes:
+    """The calibrated model with every per-tensor activation range re-measured (see the module docstring), and the
+    model input's range set to `input_range` where given."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
@@ -68,17 +85,22 @@ def correct_calibration(calibrated: bytes, dataset: RepresentativeDataset) -> by
     for index, (low, high) in observed_ranges(calibrated, dataset, logged).items():
         subgraph.tensors[index].quantization.min = [low]
         subgraph.tensors[index].quantization.max = [high]
+    if input_range is not None:
+        model_input = subgraph.tensors[subgraph.inputs[0]]
+        model_input.quantization.min, model_input.quantization.max = [input_range[0]], [input_range[1]]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def quantize_int8(converter: tf.lite.TFLiteConverter, io_dtype: tf.DType, float_ops: tuple[str, ...] = ()) -> bytes:
+def quantize_int8(converter: tf.lite.TFLiteConverter, io_dtype: tf.DType, float_ops: tuple[str, ...] = (),
+                  input_range: tuple[float, float] | None = None) -> bytes:
     """Full-integer int8 conversion of `converter` (set up for int8 PTQ, with its representative dataset) with
-    correctly measured ranges; `float_ops` (TFLite op names, e.g. SOFTMAX) are left in float."""
+    correctly measured ranges; `float_ops` (TFLite op names, e.g. SOFTMAX) are left in float, and the model input
+    is quantized on `input_range` where given (else on its measured range)."""
     from tensorflow.lite.python.convert import mlir_quantize
 
     dataset = converter.representative_dataset  # read now: convert() wraps it in a RepresentativeDataset
     converter._experimental_calibrate_only = True  # noqa: SLF001  (TFLite's QuantizationDebugger does the same)
-    calibrated = correct_calibration(bytes(converter.convert()), dataset)
+    calibrated = correct_calibration(bytes(converter.convert()), dataset, input_range)
     return bytes(mlir_quantize(calibrated, input_data_type=io_dtype, output_data_type=io_dtype,
                                denylisted_ops=list(float_ops) or None))
 

@@ -27,6 +27,7 @@ the SOFTMAX is int8 and runs off XNNPACK (the DEQUANTIZE after it becomes a seco
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Iterable, Iterator
 
@@ -34,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from export.calibration import quantize_int8
+from export.calibration import pixel_input_range, quantize_int8
 from export.choices import IO_DTYPES, SCORES
 from export.choices import QUANTIZATIONS as QUANTIZATION_MODES
 from export.evaluate import iterate_images
@@ -76,12 +77,21 @@ def to_tflite(
     io_dtype: str = "int8",
     sparse: bool = False,
     scores: str = "logits",
+    pixel_range: tuple[float, float] | None = None,
 ) -> bytes:
-    """Convert `model` at batch 1 to a TFLite flatbuffer in `quantization` mode (`none|float16|dynamic|int8`)."""
+    """Convert `model` at batch 1 to a TFLite flatbuffer in `quantization` mode (`none|float16|dynamic|int8`).
+
+    `pixel_range`: the model input's values for pixels 0 and 255, e.g. (-1.0, 1.0) for (pixel - 127.5) / 127.5;
+    post-training int8 then quantizes the input on that range (export.calibration.pixel_input_range), so every
+    client that normalizes pixels the same way feeds the same int8 input (a quantization-aware model's input
+    fake-quant is set to that range for the conversion). Without it the input's range is measured (or learned).
+    """
     if quantization not in QUANTIZATION_MODES:
         raise ConversionError(f"Unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATION_MODES)}.")
     if io_dtype not in IO_DTYPES:
         raise ConversionError(f"Unknown io_dtype {io_dtype!r}; choose one of {', '.join(IO_DTYPES)}.")
+    if pixel_range is not None and not (len(pixel_range) == 2 and pixel_range[0] < pixel_range[1]):
+        raise ConversionError(f"pixel_range must be (value of pixel 0, value of pixel 255), low < high; got {pixel_range!r}.")
     if scores not in SCORES:
         raise ConversionError(f"Unknown scores {scores!r}; choose one of {', '.join(SCORES)}.")
     probabilities = scores == "probabilities"
@@ -139,9 +149,12 @@ def to_tflite(
         if quantization == "int8" and representative_images is not None and not quantization_aware:
             # TFLite's calibrator mis-records some ranges (export/calibration.py): re-measured before quantizing.
             float_softmax = probabilities and io_dtype == "float32"
-            flatbuffer = quantize_int8(converter, tf.as_dtype(io_dtype), float_ops=("SOFTMAX",) if float_softmax else ())
+            flatbuffer = quantize_int8(converter, tf.as_dtype(io_dtype), float_ops=("SOFTMAX",) if float_softmax else (),
+                                       input_range=pixel_input_range(pixel_range) if pixel_range else None)
         else:
-            flatbuffer = bytes(converter.convert())
+            qat_input_range = pixel_input_range(pixel_range) if pixel_range and quantization_aware else None
+            with _input_quantizer_range(model, qat_input_range):
+                flatbuffer = bytes(converter.convert())
     except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError, ...
         if errors:  # our own complaint about the representative images, raised inside the converter
             raise errors[0] from error
@@ -235,6 +248,25 @@ def _summarize(message: str) -> str:
         return f"TensorFlow ops with no TFLite builtin kernel: {', '.join(unsupported)}."
     lines = [line.strip() for line in message.splitlines() if line.strip() and "loc(" not in line]
     return "\n".join(line[:300] for line in lines[:6])
+
+
+@contextlib.contextmanager
+def _input_quantizer_range(model: keras.Model, input_range: tuple[float, float] | None):
+    """For the conversion, a QAT model's input fake-quant (the QuantizeLayer on the model input) set to
+    `input_range`, the way post-training int8 pins it (export/calibration.py); restored afterwards."""
+    quantizers = [layer for layer in model.layers
+                  if type(layer).__name__ == "QuantizeLayer" and layer.input is model.inputs[0]]
+    variables = [weight for layer in quantizers for weight in layer.weights
+                 if weight.name.endswith(("_min:0", "_max:0"))]
+    saved = [weight.numpy() for weight in variables]
+    try:
+        if input_range is not None:
+            for weight in variables:
+                weight.assign(input_range[0] if weight.name.endswith("_min:0") else input_range[1])
+        yield
+    finally:
+        for weight, value in zip(variables, saved):
+            weight.assign(value)
 
 
 def _ends_in_softmax(model: keras.Model) -> bool:

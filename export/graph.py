@@ -132,7 +132,7 @@ def integer_only_problems(source: ModelSource, float_io: bool = False) -> list[s
                 problems.append(
                     f"model {role} {tensor_name(subgraph, tensor_index)!r} is {dtype}, not {'/'.join(io_types)}"
                 )
-    float_tail = _float_softmax_tail(model, subgraph, graph_outputs) if float_io else {}
+    float_tail = _float_softmax_tail(model, subgraph, graph_outputs) if float_io else set()
     for op_index in range(subgraph.OperatorsLength()):
         operator = subgraph.Operators(op_index)
         name = op_name(model, operator)

@@ -19,7 +19,7 @@ Schema (version 1); keys marked optional may be absent, any other key is extra i
     "shape": [1, 10],
     "dtype": "int8",
     "quantization": {"scale": 0.11, "zero_point": 5},     # null for float32
-    "kind": "logits"                            # the models output logits, never probabilities
+    "kind": "logits"                            # or "probabilities": read off the graph (a final SOFTMAX)
   },
   "normalization": {                            # model input = (pixel - mean) / std, per RGB channel
     "mean": [127.5, 127.5, 127.5],
@@ -30,7 +30,8 @@ Schema (version 1); keys marked optional may be absent, any other key is extra i
 }
 ```
 Feeding the model: for each RGB pixel value v (0..255), x = (v - mean[c]) / std[c]; for an int8/uint8 input,
-q = clamp(round_half_away_from_zero(x / scale) + zero_point). Reading it: logit = scale * (q - zero_point).
+q = clamp(round_half_away_from_zero(x / scale) + zero_point). Reading it: score = scale * (q - zero_point), a logit or
+a probability as "kind" says.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from export.files import write_json_atomic
 from export.graph import ModelSource, read_flatbuffer
+from export.metadata import output_scores
 
 SCHEMA_VERSION = 1
 CREATED_BY = "mobile-cnn export.meta"
@@ -85,7 +87,8 @@ def tensor_spec(source: ModelSource) -> dict[str, dict[str, Any]]:
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
         raise MetaError(f"The app takes a model with one input and one output; this one has {len(inputs)} and {len(outputs)}.")
-    return {"input": _tensor_meta(inputs[0]), "output": {**_tensor_meta(outputs[0]), "kind": "logits"}}
+    kind = output_scores(read_flatbuffer(source))
+    return {"input": _tensor_meta(inputs[0]), "output": {**_tensor_meta(outputs[0]), "kind": kind}}
 
 
 def meta_for_tflite(

@@ -160,6 +160,12 @@ def check_classifier_metadata(tflite: bytes, num_classes: int) -> dict[str, Any]
     return metadata
 
 
+def output_scores(tflite: bytes) -> str:
+    """"probabilities" when the model's output comes from a SOFTMAX (through edge (DE)QUANTIZE ops), else "logits"."""
+    model = _unpack_model(tflite)
+    return "probabilities" if _ends_in_softmax(model, _single_subgraph(model)) else "logits"
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 
@@ -226,6 +232,9 @@ def _set_metadata_buffer(model: tflite_schema.ModelT, data: bytes) -> None:
 
 
 def _pack_model(model: tflite_schema.ModelT) -> bytes:
+    if any(buffer.offset > 1 for buffer in model.buffers):  # the schema: an offset > 1 points past the flatbuffer
+        raise ModelMetadataError("The model keeps its weights outside the flatbuffer (a model over 2 GB); "
+                                 "re-packing it for metadata is not supported.")
     model.buffers = [_AlignedBufferT.of(buffer) for buffer in model.buffers]
     builder = flatbuffers.Builder(1024 * 1024)
     builder.Finish(model.Pack(builder), file_identifier=_MODEL_IDENTIFIER)

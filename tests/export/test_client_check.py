@@ -35,9 +35,9 @@ def saved(tmp_path, name: str, flatbuffer: bytes) -> str:
 
 @pytest.mark.parametrize("quantization", ["none", "int8"])
 def test_models_with_metadata_load_and_agree_with_our_top1(tmp_path, quantization):
-    # The deployed I/O: float32 in, probabilities out (an int8 model quantizes inside, on XNNPACK).
+    # The deployed I/O: float32 in, probabilities out (an int8 model quantizes inside, on XNNPACK, on the pixel range).
     flatbuffer = write_classifier_metadata(
-        tiny.converted("plain", quantization, "float32", "probabilities"),
+        tiny.converted("plain", quantization, "float32", "probabilities", (-1.0, 1.0) if quantization == "int8" else None),
         name="tiny", labels=LABELS, mean=127.5, std=127.5,
     )
     images = pixels(24)

@@ -12,6 +12,13 @@ from export.evaluate import TFLiteClassifier
 from export.graph import integer_only_problems, op_histogram, xnnpack_partitions
 
 
+def first_op_output_scale(flatbuffer: bytes) -> float:
+    """The scale the model's first op (the QUANTIZE of a float input) quantizes to."""
+    interpreter = Interpreter(model_content=flatbuffer)
+    first_op = interpreter._get_ops_details()[0]  # noqa: SLF001 -- no public API lists the ops
+    return interpreter.get_tensor_details()[first_op["outputs"][0]]["quantization"][0]
+
+
 def io_details(flatbuffer: bytes):
     interpreter = Interpreter(model_content=flatbuffer)
     return interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -112,9 +119,12 @@ def test_quantization_aware_model_converts_to_integer_only():
     with pytest.raises(ConversionError, match="converts only with quantization='int8'"):
         to_tflite(qat_model, "dynamic")
     # The client-ready I/O; the QAT converter quantizes the softmax to int8, which the checks accept.
-    deployed = to_tflite(qat_model, "int8", io_dtype="float32", scores="probabilities")
+    learned = [weight.numpy() for weight in qat_model.layers[1].weights]
+    deployed = to_tflite(qat_model, "int8", io_dtype="float32", scores="probabilities", pixel_range=(-1.0, 1.0))
     assert integer_only_problems(deployed, float_io=True) == []
     assert [detail["dtype"] for detail in io_details(deployed)] == [np.float32, np.float32]
+    assert first_op_output_scale(deployed) == pytest.approx(2.0 / 255.0 * 256.0 / 255.0, rel=1e-5)  # pinned
+    np.testing.assert_array_equal([weight.numpy() for weight in qat_model.layers[1].weights], learned)  # restored
 
 
 def test_hard_swish_is_one_fused_op_in_float_and_unfused_in_int8():
@@ -200,3 +210,15 @@ def test_probabilities_are_refused_for_a_model_that_ends_in_a_softmax():
         to_tflite(tiny.classifier("softmax"), "none", scores="probabilities")
     with pytest.raises(ConversionError, match="Unknown scores 'softmax'; choose one of logits, probabilities"):
         to_tflite(tiny.classifier(), "none", scores="softmax")
+
+
+def test_pixel_range_keeps_every_pixel_off_the_int8_rounding_boundaries():
+    flatbuffer = to_tflite(tiny.classifier(), "int8", tiny.images(16, seed=3), io_dtype="float32",
+                           scores="probabilities", pixel_range=(-1.0, 1.0))
+    scale = first_op_output_scale(flatbuffer)
+    assert scale == pytest.approx(2.0 / 255.0 * 256.0 / 255.0, rel=1e-6)
+    steps = (np.arange(256) - 127.5) / 127.5 / scale
+    distance_to_boundary = np.abs(np.abs(steps - np.floor(steps)) - 0.5)
+    assert distance_to_boundary.min() > 1.9e-3  # ~1/512 of a step: no float rounding can flip a pixel
+    with pytest.raises(ConversionError, match="pixel_range must be"):
+        to_tflite(tiny.classifier(), "int8", tiny.images(4), pixel_range=(1.0, -1.0))

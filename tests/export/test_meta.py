@@ -11,6 +11,7 @@ from export.meta import (
     check_meta_matches_tflite,
     meta_for_tflite,
     read_meta,
+    tensor_spec,
     write_meta,
 )
 
@@ -122,3 +123,8 @@ def test_write_meta_refuses_an_invalid_meta(int8_model, tmp_path):
     with pytest.raises(MetaError, match="input is int8 but quantization"):
         write_meta(tmp_path / "model_meta.json", meta)
     assert not (tmp_path / "model_meta.json").exists()
+
+
+def test_kind_says_probabilities_for_a_model_that_ends_in_a_softmax():
+    model = tiny.converted("plain", "int8", "float32", "probabilities")
+    assert tensor_spec(model)["output"]["kind"] == "probabilities"

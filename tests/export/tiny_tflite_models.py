@@ -65,10 +65,12 @@ def classifier(variant: str = "plain") -> keras.Model:
 
 
 @functools.lru_cache(maxsize=None)
-def converted(variant: str = "plain", quantization: str = "int8", io_dtype: str = "int8", scores: str = "logits") -> bytes:
+def converted(variant: str = "plain", quantization: str = "int8", io_dtype: str = "int8", scores: str = "logits",
+              pixel_range: tuple[float, float] | None = None) -> bytes:
     """`classifier(variant)` through export.convert.to_tflite, calibrated on 16 images."""
     calibration = images(16, seed=3) if quantization == "int8" else None
-    return to_tflite(classifier(variant), quantization, calibration, io_dtype=io_dtype, scores=scores)
+    return to_tflite(classifier(variant), quantization, calibration, io_dtype=io_dtype, scores=scores,
+                     pixel_range=pixel_range)
 
 
 @functools.lru_cache(maxsize=None)
