@@ -37,6 +37,9 @@ METADATA_BUFFER_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
 # Every field written here exists since schema 1.0.0; a parser at least that new reads all of it.
 MIN_PARSER_VERSION = "1.0.0"
+# What the metadata says where the user named no author or license.
+DEFAULT_AUTHOR = "Mobile CNN pipeline"
+DEFAULT_LICENSE = "unspecified"
 _MODEL_IDENTIFIER = b"TFL3"
 _METADATA_IDENTIFIER = b"M001"
 # TFLite's schema declares `Buffer.data (force_align: 16)`; the Python generated code ignores force_align, so

@@ -131,6 +131,17 @@ def set_batch_norm_statistics(model, images) -> None:
             layer.momentum = momentum
 
 
+def zoo_metadata(flatbuffer: bytes, name: str, num_classes: int) -> bytes:
+    """A zoo file with its TFLite Model Metadata, as every .tflite the project writes carries (the weights are
+    untrained, so the labels are placeholders)."""
+    from export.metadata import DEFAULT_AUTHOR, DEFAULT_LICENSE, write_classifier_metadata
+
+    return write_classifier_metadata(
+        flatbuffer, name=name, labels=[f"class_{index}" for index in range(num_classes)], mean=127.5, std=127.5,
+        description=f"{name} with untrained weights, converted by pipeline.bench to measure speed only",
+        version="untrained", author=DEFAULT_AUTHOR, license=DEFAULT_LICENSE)
+
+
 def build_and_convert(config: BenchConfig, converter: Callable | None = None) -> list[dict[str, Any]]:
     """Build, analyze and convert every network; one row per network with its .tflite paths.
 
@@ -159,8 +170,9 @@ def build_and_convert(config: BenchConfig, converter: Callable | None = None) ->
         for precision, path in paths.items():
             if config.reuse_tflite and path.is_file():
                 continue
-            write_bytes_atomic(path, converter(model, _QUANTIZATION[precision],
-                                               representative_images=images if precision == "int8" else None))
+            flatbuffer = converter(model, _QUANTIZATION[precision],
+                                   representative_images=images if precision == "int8" else None)
+            write_bytes_atomic(path, zoo_metadata(flatbuffer, name, config.num_classes))
         # The GPU delegate runs float models: float32 as timed here, and float16 (converted for this check only).
         gpu = {"float32": check_gpu_compatibility(paths["float32"]).as_dict(),
                "float16": check_gpu_compatibility(converter(model, "float16")).as_dict()}

@@ -138,6 +138,7 @@ def convert_and_verify(
             representative_images=representative_images(data) if quantization == "int8" else None,
             io_dtype=io_dtype,
             scores=scores,
+            pixel_range=pixel_range(data),
         )
     for artifact, flatbuffer in flatbuffers.items():
         write_bytes_atomic(run_dir / layout.converted(files[artifact]), flatbuffer)
@@ -203,6 +204,13 @@ def representative_images(data: DataSplits, count: int = REPRESENTATIVE_IMAGES) 
     return np.concatenate([batch[0] for batch in data.representative_dataset(num_samples=count)()])
 
 
+def pixel_range(data: DataSplits) -> tuple[float, float]:
+    """The model input's values for pixels 0 and 255: the int8 input's range, so a client that normalizes the
+    pixels itself (MediaPipe, from the metadata) lands on the same int8 values as training's normalization."""
+    normalization = data.normalization
+    return (0.0 - normalization.mean) / normalization.std, (255.0 - normalization.mean) / normalization.std
+
+
 def count_sparse_tensors(flatbuffer: bytes) -> int:
     """How many tensors the converter stored in a sparse format (each is densified at load time)."""
     from ai_edge_litert import schema_py_generated as schema
@@ -247,7 +255,7 @@ def post_training_baseline(model: keras.Model, data: DataSplits, output: Path, i
     its int8 post-training-quantized conversion (calibrated exactly as the main int8 artifact is).
     """
     flatbuffer = to_tflite(model, "int8", representative_images=representative_images(data), io_dtype=io_dtype,
-                           scores=scores)
+                           scores=scores, pixel_range=pixel_range(data))
     write_bytes_atomic(Path(output), flatbuffer)
     images, image_labels = data.val_arrays()
     return {

@@ -15,8 +15,6 @@ from pipeline.stages.convert import client_ready, model_files
 
 log = logging.getLogger(__name__)
 
-PRODUCT = "Mobile CNN pipeline"
-
 
 @dataclasses.dataclass
 class MetadataSummary(Summary):
@@ -38,7 +36,8 @@ class MetadataStage(Stage):
 
     def run(self, context: RunContext) -> MetadataSummary:
         from export.files import write_bytes_atomic
-        from export.metadata import check_classifier_metadata, read_metadata, write_classifier_metadata
+        from export.metadata import (DEFAULT_AUTHOR, DEFAULT_LICENSE, check_classifier_metadata, read_metadata,
+                                     write_classifier_metadata)
 
         config, data = context.config, context.data
         labels = context.path(layout.LABELS).read_text(encoding="utf-8").splitlines()
@@ -51,8 +50,8 @@ class MetadataStage(Stage):
                 description=f"{config.model} (width {config.width_multiplier:g}) image classifier, {data.num_classes} "
                             f"classes of {config.dataset}, {data.image_size}x{data.image_size} RGB input, "
                             f"{artifact} {config.quantize if artifact == 'quantized' else ''}".strip(),
-                version=config.fingerprint(), author=config.model_author or PRODUCT,
-                license=config.model_license or "unspecified")
+                version=config.fingerprint(), author=config.model_author or DEFAULT_AUTHOR,
+                license=config.model_license or DEFAULT_LICENSE)
             # Checked as a client reads it: a missing metadata or a wrong label count stops the run here, in one line.
             if client_ready(config, artifact):
                 metadata = check_classifier_metadata(flatbuffer, data.num_classes)
