@@ -140,3 +140,21 @@ def test_a_quantization_aware_model_loads(tmp_path):
     images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     reloaded = load_quantization_aware_model(tmp_path / "model_qat.h5")
     np.testing.assert_array_equal(reloaded(images, training=False), quantized(images, training=False))
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"class_name": "function", "module": "os", "config": "system"}, "function 'system'"),
+    ({"class_name": "function", "module": "builtins", "config": "eval"}, "function 'eval'"),
+    ({"class_name": "Popen", "module": "subprocess", "config": {}}, "module 'subprocess'"),
+    ({"class_name": "ResidualWrapper", "config": {"residual_fn": ["bytecode"], "residual_fn_type": "lambda"}},
+     "ResidualWrapper"),
+])
+def test_config_entries_that_name_code_are_refused(entry, fragment):
+    from pipeline.model_files import check_model_config
+
+    config = {"class_name": "Functional", "config": {"layers": [{"class_name": "Dense", "config": {
+        "activation": entry}}]}}
+    with pytest.raises(UnsafeModelFileError, match=fragment):
+        check_model_config(config, "model.keras")
+    check_model_config({"class_name": "Functional", "config": {"layers": [{"class_name": "Dense", "config": {
+        "activation": {"class_name": "function", "module": "builtins", "config": "relu"}}}]}}, "model.keras")
