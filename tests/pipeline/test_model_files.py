@@ -118,6 +118,16 @@ def test_not_a_model_file(tmp_path):
         load_model_file(tmp_path / "missing.keras")
 
 
+@pytest.mark.parametrize("name, save_format", [("model.keras", "keras"), ("model_qat.h5", "h5")])
+def test_a_truncated_model_file_is_one_line(tmp_path, name, save_format):
+    path = tmp_path / name
+    _dense_model().save(str(path), save_format=save_format)
+    path.write_bytes(path.read_bytes()[:600])
+    with pytest.raises(ModelFileError) as raised:
+        load_model_file(path)
+    assert str(raised.value).startswith(f"{path}: ") and "\n" not in str(raised.value)
+
+
 def test_a_zoo_model_loads_and_the_format_is_read_from_the_content(tmp_path):
     import models
     from pipeline.train import load_model, save_model
