@@ -7,7 +7,8 @@ anything is deserialized, the model's config (the zip's `config.json`, or the HD
 attribute, read with h5py) is checked: every object it names must be a Keras built-in class, one of this
 project's registered layers, or one of TF-MOT's quantization wrappers, configs and quantizers (QAT models are
 HDF5: TF-MOT's `QuantizeLayer` does not reload from `.keras`, see pipeline/quantize.py). `Lambda`, Keras'
-TF-op lambdas and every unknown class are refused with a `ModelFileError` naming the file and the class.
+TF-op lambdas, the RNN cell wrappers that carry functions, and every unknown class are refused with an
+`UnsafeModelFileError` naming the file and the class.
 
 The format is read from the file's first bytes (zip or HDF5 signature), never from its name. The checked bytes
 are the loaded bytes: a zip is read into memory once and loaded from a private copy, an HDF5 file is loaded from
@@ -36,6 +37,9 @@ DATA_MARKERS = frozenset({"__tensor__", "__numpy__", "__bytes__"})
 # Where a config may say a class lives: Keras itself, TF-MOT, or this project's packages.
 ALLOWED_MODULE_PREFIXES = ("keras", "tf_keras", "tensorflow_model_optimization", "models", "pipeline")
 _KERAS_NAMESPACES = ("layers", "initializers", "regularizers", "constraints", "optimizers", "losses", "metrics")
+# Keras classes besides Lambda (and its TF-op variants) whose config may carry Python bytecode: the RNN cell
+# wrappers' `dropout_state_filter_visitor` / `residual_fn`, which the HDF5 loader unmarshals and runs.
+CODE_CARRYING_CLASSES = frozenset({"DropoutWrapper", "ResidualWrapper"})
 
 
 class ModelFileError(ValueError):
@@ -89,7 +93,7 @@ def allowed_class_names() -> frozenset[str]:
             names.update((registered, cls.__name__))
     for objects in quantization.quantize_scope().custom_objects:  # TF-MOT's wrappers, configs, quantizers + ours
         names.update(objects)
-    return frozenset(name for name in names if "Lambda" not in name)
+    return frozenset(name for name in names if "lambda" not in name.lower()) - CODE_CARRYING_CLASSES
 
 
 def _allowed_functions() -> frozenset[str]:
@@ -120,21 +124,26 @@ def _refusal(entry: dict, allowed: frozenset[str]) -> str | None:
     where = f" (layer {layer!r})" if isinstance(layer, str) else ""
     if name in DATA_MARKERS:
         return None
-    if "lambda" in name.lower():
+    if "lambda" in name.lower() or name in CODE_CARRYING_CLASSES:
         return (f"it holds a {name}{where}, whose Python code would run on load; rebuild the model "
                 "without Lambda layers (models/layers.py has the zoo's layers)")
     module = entry.get("module")
-    if module is not None and not (isinstance(module, str) and module.split(".", 1)[0] in ALLOWED_MODULE_PREFIXES):
-        return f"it names the module {str(module)[:80]!r}{where}; only Keras, TF-MOT and this project's classes load"
-    if name == "function":
-        if isinstance(inner, str) and inner in _allowed_functions():
-            return None
+    if name == "function":  # Keras resolves a "builtins" function among its own activations, losses, metrics
+        if module in (None, "builtins") or _is_allowed_module(module):
+            if isinstance(inner, str) and inner in _allowed_functions():
+                return None
         return f"it names the function {str(inner)[:80]!r}{where}; only Keras' built-in activations load"
+    if module is not None and not _is_allowed_module(module):
+        return f"it names the module {str(module)[:80]!r}{where}; only Keras, TF-MOT and this project's classes load"
     registered = entry.get("registered_name")
     if name in allowed or (isinstance(registered, str) and registered in allowed):
         return None
     return (f"unknown class {name[:80]!r}{where}; only Keras' built-in layers, this project's layers "
             "(models/layers.py) and TF-MOT's quantization wrappers load")
+
+
+def _is_allowed_module(module: Any) -> bool:
+    return isinstance(module, str) and module.split(".", 1)[0] in ALLOWED_MODULE_PREFIXES
 
 
 def _load_keras_zip(path: Path) -> keras.Model:
@@ -182,7 +191,7 @@ def _deserialize(path: Path, load) -> keras.Model:
     try:
         with quantize_scope():  # TF-MOT's classes resolve only inside it; plain models do not mind
             return load()
-    except (ValueError, TypeError, KeyError, OSError) as error:
+    except Exception as error:  # a damaged file fails anywhere in Keras, with any exception type
         raise ModelFileError(f"{path}: Keras could not load it ({_first_line(error)})") from None
 
 

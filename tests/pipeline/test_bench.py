@@ -193,8 +193,10 @@ def test_cli_a_broken_reused_tflite_is_one_line(tmp_path):
 
 
 def test_cli_device_errors_are_one_line(monkeypatch, capsys):
+    from export import tensorflow_logging
     from export.benchmark_model_output import EmptyOutputError
 
+    monkeypatch.setattr(tensorflow_logging, "silence_tensorflow_logging", lambda verbose=False: None)  # no env change
     monkeypatch.setattr(bench, "config_from_flags", lambda: None)
 
     def empty_result(config):

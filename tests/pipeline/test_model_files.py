@@ -118,6 +118,16 @@ def test_not_a_model_file(tmp_path):
         load_model_file(tmp_path / "missing.keras")
 
 
+@pytest.mark.parametrize("name, save_format", [("model.keras", "keras"), ("model_qat.h5", "h5")])
+def test_a_truncated_model_file_is_one_line(tmp_path, name, save_format):
+    path = tmp_path / name
+    _dense_model().save(str(path), save_format=save_format)
+    path.write_bytes(path.read_bytes()[:600])
+    with pytest.raises(ModelFileError) as raised:
+        load_model_file(path)
+    assert str(raised.value).startswith(f"{path}: ") and "\n" not in str(raised.value)
+
+
 def test_a_zoo_model_loads_and_the_format_is_read_from_the_content(tmp_path):
     import models
     from pipeline.train import load_model, save_model
@@ -140,3 +150,21 @@ def test_a_quantization_aware_model_loads(tmp_path):
     images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     reloaded = load_quantization_aware_model(tmp_path / "model_qat.h5")
     np.testing.assert_array_equal(reloaded(images, training=False), quantized(images, training=False))
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"class_name": "function", "module": "os", "config": "system"}, "function 'system'"),
+    ({"class_name": "function", "module": "builtins", "config": "eval"}, "function 'eval'"),
+    ({"class_name": "Popen", "module": "subprocess", "config": {}}, "module 'subprocess'"),
+    ({"class_name": "ResidualWrapper", "config": {"residual_fn": ["bytecode"], "residual_fn_type": "lambda"}},
+     "ResidualWrapper"),
+])
+def test_config_entries_that_name_code_are_refused(entry, fragment):
+    from pipeline.model_files import check_model_config
+
+    config = {"class_name": "Functional", "config": {"layers": [{"class_name": "Dense", "config": {
+        "activation": entry}}]}}
+    with pytest.raises(UnsafeModelFileError, match=fragment):
+        check_model_config(config, "model.keras")
+    check_model_config({"class_name": "Functional", "config": {"layers": [{"class_name": "Dense", "config": {
+        "activation": {"class_name": "function", "module": "builtins", "config": "relu"}}}]}}, "model.keras")
