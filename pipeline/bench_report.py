@@ -93,7 +93,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         "check of the graph (`export.gpu_compat`); \"all ops\" means none is known to be refused.",
         f"- Peak memory: {first.get('peak_memory_method', '')}.",
         f"- Per-op profile: {first.get('op_profile_note', '')}",
-        "- Timing noise on a shared machine: compare models within one report (docs/design.md, "Counting delegation and timing").",
+        "- Timing noise on a shared machine: compare models within one report (docs/design.md, 'Counting delegation and timing').",
     ]
     return "\n".join(lines) + "\n"
 
