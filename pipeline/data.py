@@ -259,7 +259,8 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _list_folder(root: Path, class_names: list[str] | None = None) -> tuple[list[str], list[Path], list[int]]:
-    """(class names, files, labels) of a folder with one sub-folder per class; empty classes are an error."""
+    """(class names, files, labels) of a folder with one sub-folder per class; an empty class, a class name that is
+    not one printable line, and (for a training folder) a single class are errors."""
     folders = _class_folders(root)
     if not folders:
         loose = _image_files(root)
@@ -268,7 +269,18 @@ def _list_folder(root: Path, class_names: list[str] | None = None) -> tuple[list
             f"{root} has no class sub-folders{hint}; put each class's images in its own sub-folder, "
             f"e.g. {root}/cat/*.jpg and {root}/dog/*.jpg."
         )
+    for folder in folders:
+        if not folder.name.isprintable():
+            raise DataError(
+                f"class folder {str(folder)!r} has a newline or another non-printable character in its name; class "
+                f"names become lines of labels.txt and labels in the app: rename the folder."
+            )
     names = [folder.name for folder in folders]
+    if class_names is None and len(names) < 2:
+        raise DataError(
+            f"{root} has one class sub-folder ({names[0]!r}); a classifier needs at least two classes: add a "
+            f"sub-folder of images for every other class."
+        )
     if class_names is not None:
         unknown = sorted(set(names) - set(class_names))
         if unknown:

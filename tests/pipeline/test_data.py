@@ -1,6 +1,7 @@
 """The data stage: digits, class folders (with a corrupt file), train/val folders, tfds errors, augmentation."""
 from __future__ import annotations
 
+import shutil
 import sys
 
 import numpy as np
@@ -70,6 +71,34 @@ def test_class_without_images_is_a_clear_error(tmp_path):
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(DataError, match="empty_class holds no images"):
         load_data(str(tmp_path), 32, 8)
+
+
+def test_one_class_is_a_clear_error(tmp_path):
+    write_class_folder(tmp_path, images_per_class=2, corrupt=False)
+    for name in CLASSES[1:]:
+        shutil.rmtree(tmp_path / name)
+    with pytest.raises(DataError) as error:
+        load_data(str(tmp_path), 32, 8)
+    message = str(error.value)
+    assert f"{tmp_path} has one class sub-folder ('{CLASSES[0]}')" in message and "at least two classes" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "bell\a", "delete\x7f"])
+def test_a_class_name_that_is_not_one_printable_line_is_a_clear_error(tmp_path, name):
+    write_class_folder(tmp_path, images_per_class=2, corrupt=False)
+    shutil.copytree(tmp_path / CLASSES[0], tmp_path / name)
+    with pytest.raises(DataError) as error:
+        load_data(str(tmp_path), 32, 8)
+    message = str(error.value)
+    assert f"class folder {str(tmp_path / name)!r} has a newline or another non-printable character" in message
+    assert "\n" not in message
+
+
+def test_a_class_name_with_spaces_and_accents_is_fine(tmp_path):
+    write_class_folder(tmp_path, images_per_class=2, corrupt=False)
+    (tmp_path / CLASSES[0]).rename(tmp_path / "crème brûlée")
+    assert "crème brûlée" in load_data(str(tmp_path), 32, 8).class_names
 
 
 def test_class_whose_only_images_are_corrupt_is_a_clear_error(tmp_path):
