@@ -42,8 +42,27 @@ def test_same_seed_same_augmented_batches(image_folder):
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert first.fingerprint() == second.fingerprint()
-    epoch_one, epoch_two = next(iter(first.train))[0], next(iter(first.train))[0]
-    assert not np.array_equal(epoch_one, epoch_two)  # reshuffled and re-augmented every epoch
+
+
+def test_each_epoch_depends_on_the_seed_and_its_number_only(tiny_data):
+    """A fit resumed at epoch k must see what an uninterrupted fit saw there (not the first epoch again)."""
+    def batches(dataset):
+        return [(images.numpy(), labels.numpy()) for images, labels in dataset]
+
+    three_epochs = batches(tiny_data.training_epochs(0, 3))
+    steps = tiny_data.steps_per_epoch
+    assert len(three_epochs) == 3 * steps
+    assert sum(len(labels) for _, labels in three_epochs[:steps]) == tiny_data.num_train  # an epoch is batched alone
+    for epoch in range(3):
+        resumed = batches(tiny_data.training_epochs(epoch, epoch + 1))
+        for (images, labels), (expected_images, expected_labels) in zip(resumed, three_epochs[epoch * steps:]):
+            np.testing.assert_array_equal(images, expected_images)
+            np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_array_equal(batches(tiny_data.train)[0][0], three_epochs[0][0])
+    # Reshuffled and re-augmented every epoch: every image once per epoch, in another order.
+    first, second = (np.concatenate([labels for _, labels in three_epochs[e * steps:(e + 1) * steps]]) for e in (0, 1))
+    assert sorted(first) == sorted(second) == sorted(tiny_data.train_labels) and not np.array_equal(first, second)
+    assert not np.array_equal(three_epochs[0][0], three_epochs[steps][0])
 
 
 def test_train_and_val_subfolders_are_used_as_given(tmp_path):
