@@ -1,8 +1,9 @@
 """The data stage: `load_data(...) -> DataSplits` for `digits`, a folder of class sub-folders, or `tfds:NAME`.
 
 Every source ends as uint8 RGB images of `image_size` x `image_size` held in memory (decoded once, with corrupt
-files skipped and counted), then `tf.data` pipelines with caching, augmentation (random crop by pad + crop, and a
-horizontal flip where the data allows it) and prefetch. Models take one input range,
+files skipped and counted), then `tf.data` pipelines with augmentation (random crop by pad + crop, and a horizontal
+flip where the data allows it) and prefetch; each training epoch's order and augmentation depend only on the seed
+and the epoch's number, so a resumed fit sees what an uninterrupted one would have. Models take one input range,
 `(pixel - 127.5) / 127.5` for pixels on 0..255, applied here and recorded in `model_meta.json` (DESIGN.md:
 preprocessing must agree in training, the representative dataset and the app).
 """
@@ -51,8 +52,9 @@ class Normalization:
 class DataSplits:
     """A dataset ready for training and evaluation.
 
-    `train` yields augmented, shuffled batches and `val` fixed-order batches of (float32 images normalized to
-    [-1, 1] with shape [batch, image_size, image_size, 3], int32 labels). The raw uint8 images stay available for
+    `train` yields the first epoch's augmented, shuffled batches (`training_epochs` any run of epochs; its tf.data
+    options, such as the distribution shard policy, carry over) and `val` fixed-order batches of (float32 images
+    normalized to [-1, 1] with shape [batch, image_size, image_size, 3], int32 labels). The raw uint8 images stay available for
     evaluation outside Keras (the LiteRT interpreter) and for the converter's representative dataset.
     """
 
@@ -92,13 +94,12 @@ class DataSplits:
     def steps_per_epoch(self) -> int:
         return -(-self.num_train // self.batch_size)
 
-    def restart_training_pipeline(self) -> None:
-        """Rebuild `train` (keeping its tf.data options) so its shuffling and augmentation start over from the
-        seed: a seeded pipeline reshuffles differently on every pass, so without this a fit's numbers would depend
-        on how many fits used the same DataSplits before it (a resumed run skips some of them)."""
-        rebuilt = _train_pipeline(self.train_images, self.train_labels, self.image_size, self.batch_size, self.flip,
-                                  self.seed, self.normalization)
-        self.train = rebuilt.with_options(self.train.options())
+    def training_epochs(self, first_epoch: int, end_epoch: int) -> tf.data.Dataset:
+        """The augmented, shuffled batches of epochs `first_epoch` .. `end_epoch - 1` (`steps_per_epoch` each),
+        with `train`'s tf.data options; each epoch's order and augmentation depend on (seed, epoch) only."""
+        epochs = _train_pipeline(self.train_images, self.train_labels, self.image_size, self.batch_size, self.flip,
+                                 self.seed, self.normalization, first_epoch, end_epoch)
+        return epochs.with_options(self.train.options())
 
     def val_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The held-out split as (normalized float32 images, int32 labels)."""
@@ -179,27 +180,48 @@ def load_data(
 
 
 # --- tf.data pipelines ---------------------------------------------------------------------------------------
-def _train_pipeline(images, labels, image_size, batch_size, flip, seed, normalization) -> tf.data.Dataset:
-    # Stateless random ops seeded from a seeded stream: the same --seed gives the same augmentation, even with
-    # parallel map calls and op determinism on.
-    pad = max(2, image_size // 8)
+def _train_pipeline(images, labels, image_size, batch_size, flip, seed, normalization, first_epoch: int = 0,
+                    end_epoch: int = 1) -> tf.data.Dataset:
+    """The batches of epochs `first_epoch` .. `end_epoch - 1`, one epoch after the other.
 
-    def augment(pair_seed, example):
-        image, label = example
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(pair_seed, 2))
+    Each epoch's order and augmentation come from stateless random ops keyed on (seed, epoch) alone, never on how
+    many epochs this process iterated before: a fit resumed at epoch k sees what an uninterrupted fit saw there.
+    Every epoch is batched on its own (its last batch may be short), so it holds `steps_per_epoch` batches.
+    """
+    pad = max(2, image_size // 8)
+    count = len(labels)
+    images, labels = tf.constant(images), tf.constant(labels)
+    run_key = tf.constant([seed, 0], tf.int64)
+
+    def epoch_batches(epoch):
+        """(augmentation seeds, image indices) of the epoch's batches, in the epoch's order."""
+        order_seed, augment_seed = tf.unstack(
+            tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(run_key, epoch), 2))
+        # A stable argsort of random 64-bit keys: a permutation, the same on every platform.
+        keys = tf.random.stateless_uniform([count], seed=order_seed, dtype=tf.int64, minval=None, maxval=None)
+        order = tf.argsort(keys, stable=True)
+        example_seeds = tf.random.experimental.stateless_split(augment_seed, count)
+        return tf.data.Dataset.from_tensor_slices((example_seeds, order)).batch(batch_size)
+
+    def augment_one(example):
+        image, example_seed = example
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
         image = tf.image.resize_with_crop_or_pad(image, image_size + 2 * pad, image_size + 2 * pad)
         image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
         if flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-        return normalization.apply(image), label
+        return image
 
-    examples = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
-    examples = examples.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    def augment(example_seeds, indices):
+        batch = tf.map_fn(augment_one, (tf.gather(images, indices), example_seeds),
+                          fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
+        return normalization.apply(batch), tf.gather(labels, indices)
+
+    # Each epoch is batched on its own (index batches), then one parallel map loads and augments every batch.
     return (
-        tf.data.Dataset.zip((seeds, examples))
+        tf.data.Dataset.range(first_epoch, end_epoch)
+        .flat_map(epoch_batches)
         .map(augment, num_parallel_calls=AUTOTUNE)
-        .batch(batch_size)
         .prefetch(AUTOTUNE)
     )
 
@@ -259,7 +281,8 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _list_folder(root: Path, class_names: list[str] | None = None) -> tuple[list[str], list[Path], list[int]]:
-    """(class names, files, labels) of a folder with one sub-folder per class; empty classes are an error."""
+    """(class names, files, labels) of a folder with one sub-folder per class; an empty class, a class name that is
+    not one printable line, and (for a training folder) a single class are errors."""
     folders = _class_folders(root)
     if not folders:
         loose = _image_files(root)
@@ -268,7 +291,18 @@ def _list_folder(root: Path, class_names: list[str] | None = None) -> tuple[list
             f"{root} has no class sub-folders{hint}; put each class's images in its own sub-folder, "
             f"e.g. {root}/cat/*.jpg and {root}/dog/*.jpg."
         )
+    for folder in folders:
+        if not folder.name.isprintable():
+            raise DataError(
+                f"class folder {str(folder)!r} has a newline or another non-printable character in its name; class "
+                f"names become lines of labels.txt and labels in the app: rename the folder."
+            )
     names = [folder.name for folder in folders]
+    if class_names is None and len(names) < 2:
+        raise DataError(
+            f"{root} has one class sub-folder ({names[0]!r}); a classifier needs at least two classes: add a "
+            f"sub-folder of images for every other class."
+        )
     if class_names is not None:
         unknown = sorted(set(names) - set(class_names))
         if unknown:

@@ -4,10 +4,12 @@ Recipe: SGD with Nesterov momentum or Adam, cosine learning-rate decay to zero, 
 weight decay (AdamW / SGD's `weight_decay`) on convolution and dense kernels only (not on BatchNorm, biases or
 depthwise kernels: MobileNetV1 puts "very little or no weight decay" on depthwise filters, which have few
 parameters). Training concerns are Keras callbacks: a checkpoint every epoch, `BackupAndRestore` (a killed run
-resumes at the last finished epoch), TensorBoard logs, and a CSV history that survives the resume.
+resumes at the last finished epoch, and ends with the weights it would have had uninterrupted), TensorBoard logs,
+and a CSV history that survives the resume.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import logging
@@ -15,11 +17,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from tf_keras.src import backend as keras_backend  # RandomGenerator: the random source of Keras' layers
 
 import models
 from export.files import new_file_mode
@@ -152,28 +155,105 @@ def fit(
     work_dir: Path,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, list[float]]:
-    """`model.fit` with the run's callbacks; returns the per-epoch history of all attempts together."""
+    """`model.fit` with the run's callbacks; returns the per-epoch history of all attempts together.
+
+    A fit killed and run again resumes exactly: BackupAndRestore restores weights, optimizer and epoch, the data
+    of the epochs left is what an uninterrupted fit would have seen (`DataSplits.training_epochs`), and dropout
+    masks are keyed on the optimizer's step, so the resumed fit ends with the uninterrupted fit's weights.
+    """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    data.restart_training_pipeline()
     history_path = work_dir / "history.csv"
     # Under a multi-worker strategy every worker restores the chief's backup (pipeline.distribute).
     backup_dir = distribute.chief_path(work_dir / "backup", tf.distribute.get_strategy())
+    first_epoch = resumed_epoch(backup_dir)
+    if first_epoch:
+        log.info("resuming training at epoch %d of %d from %s", first_epoch + 1, settings.epochs, backup_dir)
     standard = [
         # BackupAndRestore first: on a resume it restores weights, optimizer and epoch before anything else runs.
         keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
+        _CheckResumedEpoch(first_epoch, backup_dir),
         keras.callbacks.ModelCheckpoint(str(work_dir / "checkpoints" / "last_epoch"), save_weights_only=True),
         keras.callbacks.TensorBoard(log_dir=str(work_dir / "logs"), write_graph=False, profile_batch=0),
         keras.callbacks.CSVLogger(str(history_path), append=True),
     ]
-    model.fit(
-        data.train,
-        validation_data=data.val,
-        epochs=settings.epochs,
-        callbacks=standard + list(callbacks),
-        verbose=_verbosity(settings.verbose),
-    )
+    with _step_keyed_randomness(model, settings.seed):
+        # One iterator over all the epochs left, `steps_per_epoch` batches each.
+        model.fit(
+            data.training_epochs(first_epoch, settings.epochs),
+            steps_per_epoch=data.steps_per_epoch,
+            validation_data=data.val,
+            epochs=settings.epochs,
+            callbacks=standard + list(callbacks),
+            verbose=_verbosity(settings.verbose),
+        )
     return read_history(history_path)
+
+
+# Where BackupAndRestore's checkpoint (tf_keras' WorkerTrainingState, in the `chief` sub-folder) keeps the number
+# of the last epoch it backed up.
+_BACKUP_EPOCH_KEY = "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def resumed_epoch(backup_dir: Path) -> int:
+    """The 0-based epoch a fit backed up in `backup_dir` resumes at: 0 where there is no backup."""
+    latest = tf.train.latest_checkpoint(str(Path(backup_dir) / "chief"))
+    if latest is None:
+        return 0
+    return int(tf.train.load_checkpoint(latest).get_tensor(_BACKUP_EPOCH_KEY)) + 1
+
+
+class _CheckResumedEpoch(keras.callbacks.Callback):
+    """Stops a fit whose first epoch is not the one its data starts at (`resumed_epoch` misread the backup)."""
+
+    def __init__(self, first_epoch: int, backup_dir: Path):
+        super().__init__()
+        self.first_epoch = first_epoch
+        self.backup_dir = backup_dir
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is not None and epoch != self.first_epoch:
+            raise RuntimeError(
+                f"the training data starts at epoch {self.first_epoch + 1} but Keras resumed at epoch {epoch + 1}; "
+                f"delete {self.backup_dir} to restart this training stage."
+            )
+        self.first_epoch = None
+
+
+class _StepKeyedRandom(keras_backend.RandomGenerator):
+    """A layer's random source during a fit: stateless ops keyed on (seed, layer, optimizer step, replica).
+
+    Keras' default random ops keep their state inside the process, so a resumed fit would draw the first steps'
+    dropout masks again; the optimizer's step is restored with the model.
+    """
+
+    def __init__(self, seed: int, layer_index: int, step: tf.Variable):
+        super().__init__(seed=seed, rng_type=keras_backend.RandomGenerator.RNG_STATELESS)
+        self._layer_key = tf.constant([seed, layer_index], tf.int64)
+        self._step = step
+
+    def make_seed_for_stateless_op(self):
+        fold_in = tf.random.experimental.stateless_fold_in
+        step_key = fold_in(self._layer_key, tf.cast(self._step, tf.int64))
+        replica = tf.distribute.get_replica_context()
+        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+        return fold_in(step_key, tf.cast(replica_id, tf.int64))
+
+
+@contextlib.contextmanager
+def _step_keyed_randomness(model: keras.Model, seed: int) -> Iterator[None]:
+    """Give every random layer of `model` (dropout, noise) a `_StepKeyedRandom` source for the duration of a fit;
+    the layers get their own sources back afterwards, so saved configurations do not change."""
+    random_layers = [layer for layer in model.submodules
+                     if isinstance(getattr(layer, "_random_generator", None), keras_backend.RandomGenerator)]
+    originals = [layer._random_generator for layer in random_layers]
+    for index, layer in enumerate(random_layers):
+        layer._random_generator = _StepKeyedRandom(seed, index, model.optimizer.iterations)
+    try:
+        yield
+    finally:
+        for layer, original in zip(random_layers, originals):
+            layer._random_generator = original
 
 
 def read_history(path: Path) -> dict[str, list[float]]:

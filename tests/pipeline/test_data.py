@@ -1,6 +1,7 @@
 """The data stage: digits, class folders (with a corrupt file), train/val folders, tfds errors, augmentation."""
 from __future__ import annotations
 
+import shutil
 import sys
 
 import numpy as np
@@ -41,8 +42,27 @@ def test_same_seed_same_augmented_batches(image_folder):
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert first.fingerprint() == second.fingerprint()
-    epoch_one, epoch_two = next(iter(first.train))[0], next(iter(first.train))[0]
-    assert not np.array_equal(epoch_one, epoch_two)  # reshuffled and re-augmented every epoch
+
+
+def test_each_epoch_depends_on_the_seed_and_its_number_only(tiny_data):
+    """A fit resumed at epoch k must see what an uninterrupted fit saw there (not the first epoch again)."""
+    def batches(dataset):
+        return [(images.numpy(), labels.numpy()) for images, labels in dataset]
+
+    three_epochs = batches(tiny_data.training_epochs(0, 3))
+    steps = tiny_data.steps_per_epoch
+    assert len(three_epochs) == 3 * steps
+    assert sum(len(labels) for _, labels in three_epochs[:steps]) == tiny_data.num_train  # an epoch is batched alone
+    for epoch in range(3):
+        resumed = batches(tiny_data.training_epochs(epoch, epoch + 1))
+        for (images, labels), (expected_images, expected_labels) in zip(resumed, three_epochs[epoch * steps:]):
+            np.testing.assert_array_equal(images, expected_images)
+            np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_array_equal(batches(tiny_data.train)[0][0], three_epochs[0][0])
+    # Reshuffled and re-augmented every epoch: every image once per epoch, in another order.
+    first, second = (np.concatenate([labels for _, labels in three_epochs[e * steps:(e + 1) * steps]]) for e in (0, 1))
+    assert sorted(first) == sorted(second) == sorted(tiny_data.train_labels) and not np.array_equal(first, second)
+    assert not np.array_equal(three_epochs[0][0], three_epochs[steps][0])
 
 
 def test_train_and_val_subfolders_are_used_as_given(tmp_path):
@@ -70,6 +90,34 @@ def test_class_without_images_is_a_clear_error(tmp_path):
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(DataError, match="empty_class holds no images"):
         load_data(str(tmp_path), 32, 8)
+
+
+def test_one_class_is_a_clear_error(tmp_path):
+    write_class_folder(tmp_path, images_per_class=2, corrupt=False)
+    for name in CLASSES[1:]:
+        shutil.rmtree(tmp_path / name)
+    with pytest.raises(DataError) as error:
+        load_data(str(tmp_path), 32, 8)
+    message = str(error.value)
+    assert f"{tmp_path} has one class sub-folder ('{CLASSES[0]}')" in message and "at least two classes" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "bell\a", "delete\x7f"])
+def test_a_class_name_that_is_not_one_printable_line_is_a_clear_error(tmp_path, name):
+    write_class_folder(tmp_path, images_per_class=2, corrupt=False)
+    shutil.copytree(tmp_path / CLASSES[0], tmp_path / name)
+    with pytest.raises(DataError) as error:
+        load_data(str(tmp_path), 32, 8)
+    message = str(error.value)
+    assert f"class folder {str(tmp_path / name)!r} has a newline or another non-printable character" in message
+    assert "\n" not in message
+
+
+def test_a_class_name_with_spaces_and_accents_is_fine(tmp_path):
+    write_class_folder(tmp_path, images_per_class=2, corrupt=False)
+    (tmp_path / CLASSES[0]).rename(tmp_path / "crème brûlée")
+    assert "crème brûlée" in load_data(str(tmp_path), 32, 8).class_names
 
 
 def test_class_whose_only_images_are_corrupt_is_a_clear_error(tmp_path):
