@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
-import os
 import sys
 import time
 from pathlib import Path
