@@ -134,8 +134,8 @@ def test_end_to_end_with_an_interruption_then_resume_then_nothing_to_do(monkeypa
     (run_dir / "model_int8.tflite").write_bytes(int8[:100])
     assert run_module.main(flags) == 0
     output = capsys.readouterr().out
-    assert "stage convert_verify runs again: model_int8.tflite changed since the stage wrote it" in output
-    assert "stage train          skipped" in output and (run_dir / "model_int8.tflite").read_bytes() == int8
+    assert "stage metadata       runs again: model_int8.tflite changed since the stage wrote it" in output
+    assert "stage convert_verify skipped" in output and (run_dir / "model_int8.tflite").read_bytes() == int8
 
 
 def test_a_run_directory_in_use_is_refused(capsys, tmp_path, image_folder):
