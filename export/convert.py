@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from export.calibration import quantize_int8
+from export.calibration import RANGE_METHODS, calibrate, quantize_calibrated
 from export.evaluate import iterate_images
 from export.graph import integer_only_problems
 from models.layers import fused_hard_swish
@@ -66,12 +66,37 @@ def to_tflite(
     representative_images: Iterable[np.ndarray] | np.ndarray | None = None,
     io_dtype: str = "int8",
     sparse: bool = False,
+    range_method: str = "percentile",
 ) -> bytes:
-    """Convert `model` at batch 1 to a TFLite flatbuffer in `quantization` mode (`none|float16|dynamic|int8`)."""
+    """Convert `model` at batch 1 to a TFLite flatbuffer in `quantization` mode (`none|float16|dynamic|int8`);
+    `range_method` (export.calibration.RANGE_METHODS) chooses post-training int8's activation ranges."""
+    return _convert(model, quantization, representative_images, io_dtype, sparse, range_method)[0]
+
+
+def to_int8_with_float_reference(
+    model: keras.Model,
+    representative_images: Iterable[np.ndarray] | np.ndarray,
+    io_dtype: str = "int8",
+    range_method: str = "percentile",
+) -> tuple[bytes, bytes]:
+    """Post-training int8 conversion as `to_tflite` does it, and the calibrated float model it was quantized from:
+    the same graph in float32, whose tensors carry the names the int8 model keeps (a quantization report's
+    reference)."""
+    if representative_images is None:
+        raise ConversionError("to_int8_with_float_reference needs representative_images to calibrate.")
+    if is_quantization_aware(model):
+        raise ConversionError("A quantization-aware model has no calibrated float reference; use to_tflite.")
+    return _convert(model, "int8", representative_images, io_dtype, False, range_method)
+
+
+def _convert(model, quantization, representative_images, io_dtype, sparse, range_method) -> tuple[bytes, bytes | None]:
+    """The flatbuffer, and for post-training int8 also the calibrated float model (else None)."""
     if quantization not in QUANTIZATION_MODES:
         raise ConversionError(f"Unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATION_MODES)}.")
     if io_dtype not in IO_DTYPES:
         raise ConversionError(f"Unknown io_dtype {io_dtype!r}; choose one of {', '.join(IO_DTYPES)}.")
+    if range_method not in RANGE_METHODS:
+        raise ConversionError(f"Unknown range_method {range_method!r}; choose one of {', '.join(RANGE_METHODS)}.")
     input_shape = fixed_input_shape(model)
     if any(type(layer).__name__ in _PRUNING_LAYER_CLASSES for layer in _all_layers(model)):
         raise ConversionError(
@@ -117,10 +142,12 @@ def to_tflite(
         # representative dataset even for QAT models (its metrics hook builds QuantizationMode without the graph,
         # so it cannot see the fake-quant ops), so the default op set is kept; the QAT ranges still make every op
         # int8, and the check below catches any op QAT left in float.
+    calibrated = None
     try:
         if quantization == "int8" and representative_images is not None and not quantization_aware:
             # TFLite's calibrator mis-records some ranges (export/calibration.py): re-measured before quantizing.
-            flatbuffer = quantize_int8(converter, tf.as_dtype(io_dtype))
+            calibrated = calibrate(converter, range_method)
+            flatbuffer = quantize_calibrated(calibrated, tf.as_dtype(io_dtype))
         else:
             flatbuffer = bytes(converter.convert())
     except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError, ...
@@ -129,7 +156,7 @@ def to_tflite(
         raise ConversionError(_explain(error, quantization, quantization_aware)) from error
     if quantization == "int8" and representative_images is None:
         _check_integer_only(flatbuffer)
-    return flatbuffer
+    return flatbuffer, calibrated
 
 
 def _converter_for(model: keras.Model, input_shape: tuple[int, ...]) -> tf.lite.TFLiteConverter:
