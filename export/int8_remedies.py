@@ -1,0 +1,69 @@
+"""Post-training int8 with a fidelity goal: when the int8 model changes too many of the float model's answers, try
+the remedies and keep the model that agrees best.
+
+The goal is top-1 agreement with the calibrated float model on `check_images`: images the caller holds back from
+calibration and from the held-out scoring (agreement needs no labels, so training images not used to calibrate
+do). The remedies (docs/design.md, "int8 fidelity"): per-tensor squared-error activation ranges
+(export.calibration, range_method="mse") and empirical bias correction (export.bias_correction), each alone and
+both together. Every remedy keeps the graph as it was: integer-only, one XNNPACK partition.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from export.bias_correction import correct_biases
+from export.convert import to_int8_with_float_reference
+from export.evaluate import TFLiteClassifier, agreement, iterate_images
+from export.quantization_report import mean_kl_divergence
+
+REMEDY_MODES = ("auto", "always", "never")  # auto: only when the goal is missed; always: try them regardless
+DEFAULT_MIN_AGREEMENT = 0.97
+BIAS_CORRECTION_IMAGES = 64  # of the calibration images: the per-channel means settle well before that
+BASELINE = "percentile"
+CANDIDATES = ("percentile+bias_correction", "mse", "mse+bias_correction")
+
+
+def quantize_with_remedies(
+    model,
+    calibration_images: Iterable[np.ndarray] | np.ndarray,
+    check_images: Iterable[np.ndarray] | np.ndarray,
+    io_dtype: str = "int8",
+    mode: str = "auto",
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+) -> tuple[bytes, bytes, dict]:
+    """(int8 model, the calibrated float model it came from, a JSON-ready record of what was tried and chosen).
+
+    The baseline is the percentile-range conversion `to_tflite` makes; with mode "auto" the remedies run only when
+    its agreement on `check_images` is below `min_agreement`, and the best agreement (then the lower KL
+    divergence) wins, the baseline included."""
+    if mode not in REMEDY_MODES:
+        raise ValueError(f"Unknown int8 remedy mode {mode!r}; choose one of {', '.join(REMEDY_MODES)}.")
+    calibration = np.stack(list(iterate_images(calibration_images))).astype(np.float32)
+    check = np.stack(list(iterate_images(check_images))).astype(np.float32)
+    if not len(check):
+        raise ValueError("quantize_with_remedies needs check_images (a few hundred images not used to calibrate).")
+    converted = {BASELINE: to_int8_with_float_reference(model, calibration, io_dtype, BASELINE)}
+    reference_logits = {BASELINE: TFLiteClassifier(converted[BASELINE][1]).logits(check)}
+    scores = {BASELINE: _score(converted[BASELINE][0], reference_logits[BASELINE], check)}
+    run = mode == "always" or (mode == "auto" and scores[BASELINE]["agreement"] < min_agreement)
+    if run:
+        converted["mse"] = to_int8_with_float_reference(model, calibration, io_dtype, "mse")
+        for ranges in (BASELINE, "mse"):
+            int8_model, reference = converted[ranges]
+            converted[f"{ranges}+bias_correction"] = (
+                correct_biases(int8_model, reference, calibration[:BIAS_CORRECTION_IMAGES]), reference)
+        # Every candidate is judged against the same float model (the calibrated graphs differ only in ranges).
+        for name in CANDIDATES:
+            scores[name] = _score(converted[name][0], reference_logits[BASELINE], check)
+    chosen = max(scores, key=lambda name: (scores[name]["agreement"], -scores[name]["kl_divergence"]))
+    record = {"mode": mode, "min_agreement": min_agreement, "num_check_images": len(check),
+              "remedies_ran": run, "chosen": chosen, "candidates": scores}
+    return converted[chosen][0], converted[chosen][1], record
+
+
+def _score(int8_model: bytes, reference_logits: np.ndarray, images: np.ndarray) -> dict:
+    logits = TFLiteClassifier(int8_model).logits(images)
+    return {"agreement": agreement(logits, reference_logits),
+            "kl_divergence": mean_kl_divergence(reference_logits, logits)}
