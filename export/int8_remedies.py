@@ -3,9 +3,8 @@ the remedies and keep the model that agrees best.
 
 The goal is top-1 agreement with the calibrated float model on `check_images`: images the caller holds back from
 calibration and from the held-out scoring (agreement needs no labels, so training images not used to calibrate
-do). The remedies (docs/design.md, "int8 fidelity"): per-tensor squared-error activation ranges
-(export.calibration, range_method="mse") and empirical bias correction (export.bias_correction), each alone and
-both together. Every remedy keeps the graph as it was: integer-only, one XNNPACK partition.
+do). The remedies: per-tensor squared-error activation ranges (export.calibration, range_method="mse") and
+empirical bias correction (export.bias_correction), each alone and both together. Every remedy keeps the graph as it was: integer-only, one XNNPACK partition.
 """
 from __future__ import annotations
 
