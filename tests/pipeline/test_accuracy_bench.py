@@ -167,3 +167,23 @@ def test_a_trained_network_is_timed_at_another_resolution_with_its_weights(tmp_p
     flatbuffer = ab.int8_at_resolution(tmp_path / "model.keras", 64, tmp_path / "model_int8_64.tflite").read_bytes()
     assert integer_only_problems(flatbuffer) == []
     assert TFLiteClassifier(flatbuffer).logits(images).shape == (2, 3)
+
+
+def test_ptq_agreement_is_measured_on_the_runs_held_out_split(tmp_path, image_folder, tiny_data):
+    from export.convert import to_tflite
+    from export.evaluate import TFLiteClassifier, agreement
+    from export.files import write_bytes_atomic
+    from pipeline.convert_verify import PTQ_BASELINE_FILE
+    from pipeline.train import save_model
+    from tiny_networks import tiny_network
+
+    model = tiny_network(tiny_data)
+    save_model(model, tmp_path / "model.keras")
+    images, _ = tiny_data.val_arrays()
+    int8_model = to_tflite(model, "int8", representative_images=images)
+    write_bytes_atomic(tmp_path / PTQ_BASELINE_FILE, int8_model)
+    settings = ab.BenchSettings(**{**SETTINGS.__dict__, "dataset": str(image_folder), "image_size": 32,
+                                   "batch_size": 8})
+    expected = agreement(TFLiteClassifier(int8_model).logits(images), model.predict(images, verbose=0))
+    assert ab.ptq_agreement(tmp_path, settings, seed=0) == pytest.approx(expected)
+    assert (tmp_path / ab.PTQ_AGREEMENT_FILE).is_file()
