@@ -3,8 +3,9 @@ the remedies and keep the model that agrees best.
 
 The goal is top-1 agreement with the calibrated float model on `check_images`: images the caller holds back from
 calibration and from the held-out scoring (agreement needs no labels, so training images not used to calibrate
-do). The remedies: per-tensor squared-error activation ranges (export.calibration, range_method="mse") and
-empirical bias correction (export.bias_correction), each alone and both together. Every remedy keeps the graph as it was: integer-only, one XNNPACK partition.
+do). The remedies: per-tensor squared-error activation ranges (export.calibration, range_method="mse"), more
+calibration images (where the caller has them to give), and empirical bias correction (export.bias_correction)
+on top of each. Every remedy keeps the graph as it was: integer-only, one XNNPACK partition.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ REMEDY_MODES = ("auto", "always", "never")  # auto: only when the goal is missed
 DEFAULT_MIN_AGREEMENT = 0.97
 BIAS_CORRECTION_IMAGES = 64  # of the calibration images: the per-channel means settle well before that
 BASELINE = "percentile"
-CANDIDATES = ("percentile+bias_correction", "mse", "mse+bias_correction")
+MORE_IMAGES = "percentile_more_images"
+BIAS_CORRECTION = "+bias_correction"
 
 
 def quantize_with_remedies(
@@ -31,35 +33,45 @@ def quantize_with_remedies(
     io_dtype: str = "int8",
     mode: str = "auto",
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    extra_calibration_images: Iterable[np.ndarray] | np.ndarray | None = None,
 ) -> tuple[bytes, bytes, dict]:
     """(int8 model, the calibrated float model it came from, a JSON-ready record of what was tried and chosen).
 
-    The baseline is the percentile-range conversion `to_tflite` makes; with mode "auto" the remedies run only when
-    its agreement on `check_images` is below `min_agreement`, and the best agreement (then the lower KL
-    divergence) wins, the baseline included."""
+    The baseline is the percentile-range conversion `to_tflite` makes from `calibration_images`; with mode "auto"
+    the remedies run only when its agreement on `check_images` is below `min_agreement`, and the best agreement
+    (then the lower KL divergence) wins, the baseline included. `extra_calibration_images` (none of them in
+    `check_images`) are only used by the "more images" remedy."""
     if mode not in REMEDY_MODES:
         raise ValueError(f"Unknown int8 remedy mode {mode!r}; choose one of {', '.join(REMEDY_MODES)}.")
-    calibration = np.stack(list(iterate_images(calibration_images))).astype(np.float32)
-    check = np.stack(list(iterate_images(check_images))).astype(np.float32)
+    calibration, check = _stack(calibration_images), _stack(check_images)
     if not len(check):
         raise ValueError("quantize_with_remedies needs check_images (a few hundred images not used to calibrate).")
+    extra = _stack(extra_calibration_images) if extra_calibration_images is not None else calibration[:0]
     converted = {BASELINE: to_int8_with_float_reference(model, calibration, io_dtype, BASELINE)}
     reference_logits = {BASELINE: TFLiteClassifier(converted[BASELINE][1]).logits(check)}
     scores = {BASELINE: _score(converted[BASELINE][0], reference_logits[BASELINE], check)}
     run = mode == "always" or (mode == "auto" and scores[BASELINE]["agreement"] < min_agreement)
     if run:
         converted["mse"] = to_int8_with_float_reference(model, calibration, io_dtype, "mse")
-        for ranges in (BASELINE, "mse"):
+        if len(extra):
+            converted[MORE_IMAGES] = to_int8_with_float_reference(
+                model, np.concatenate([calibration, extra]), io_dtype, BASELINE)
+        for ranges in list(converted):
             int8_model, reference = converted[ranges]
-            converted[f"{ranges}+bias_correction"] = (
+            converted[ranges + BIAS_CORRECTION] = (
                 correct_biases(int8_model, reference, calibration[:BIAS_CORRECTION_IMAGES]), reference)
         # Every candidate is judged against the same float model (the calibrated graphs differ only in ranges).
-        for name in CANDIDATES:
-            scores[name] = _score(converted[name][0], reference_logits[BASELINE], check)
+        for name in converted:
+            if name not in scores:
+                scores[name] = _score(converted[name][0], reference_logits[BASELINE], check)
     chosen = max(scores, key=lambda name: (scores[name]["agreement"], -scores[name]["kl_divergence"]))
     record = {"mode": mode, "min_agreement": min_agreement, "num_check_images": len(check),
               "remedies_ran": run, "chosen": chosen, "candidates": scores}
     return converted[chosen][0], converted[chosen][1], record
+
+
+def _stack(images) -> np.ndarray:
+    return np.asarray([np.asarray(image, np.float32) for image in iterate_images(images)], np.float32)
 
 
 def _score(int8_model: bytes, reference_logits: np.ndarray, images: np.ndarray) -> dict:
