@@ -3,7 +3,9 @@ import pytest
 
 import tiny_tflite_models as tiny
 from export.graph import integer_only_problems, xnnpack_partitions
-from export.int8_remedies import quantize_with_remedies
+import numpy as np
+
+from export.int8_remedies import quantize_with_remedies, sign_test_p
 
 
 def test_goal_met_means_no_remedy():
@@ -22,7 +24,10 @@ def test_a_missed_goal_tries_every_remedy_and_keeps_the_best():
         "percentile", "percentile+bias_correction", "mse", "mse+bias_correction", "percentile_more_images",
         "percentile_more_images+bias_correction"}
     best = max(score["agreement"] for score in record["candidates"].values())
-    assert record["candidates"][record["chosen"]]["agreement"] == best
+    assert record["candidates"][record["best"]]["agreement"] == best
+    # 8 check images cannot show a significant gain (at best p = 1/256 needs 8 wins): the baseline stays.
+    assert record["chosen"] == "percentile"
+    assert all(score["sign_test_p"] >= 0.05 for name, score in record["candidates"].items() if name != "percentile")
     assert not integer_only_problems(int8_model) and xnnpack_partitions(int8_model).partitions == 1
     assert reference != int8_model
 
@@ -36,3 +41,17 @@ def test_never_and_unknown_modes():
     assert "percentile_more_images" not in record["candidates"] and len(record["candidates"]) == 4
     with pytest.raises(ValueError, match="Unknown int8 remedy mode"):
         quantize_with_remedies(tiny.classifier("plain"), tiny.images(4), tiny.images(4), mode="sometimes")
+
+
+def test_sign_test():
+    baseline = np.array([True] * 90 + [False] * 10)
+    assert sign_test_p(baseline, baseline) == 1.0  # no image differs: no evidence
+    two_better = baseline.copy()
+    two_better[90:92] = True
+    assert sign_test_p(two_better, baseline) == 0.25  # 2 wins of 2: p = 1/4
+    eight_better = baseline.copy()
+    eight_better[90:98] = True
+    assert sign_test_p(eight_better, baseline) == 1 / 256
+    mixed = eight_better.copy()
+    mixed[:2] = False  # 8 wins, 2 losses
+    assert sign_test_p(mixed, baseline) == (45 + 10 + 1) / 1024
