@@ -34,7 +34,9 @@ RANGE_PERCENTILE = 99.0
 # How each activation range is chosen: "percentile" (above) for every tensor, or "mse": per tensor, the clipping
 # range whose int8 grid reproduces the calibration values with the least squared error (rounding noise inside the
 # range plus the clipped excess), searched on a histogram. The graph's outputs keep the percentile range under
-# "mse" too: clipping the largest logit is exactly the error that changes a top-1 answer.
+# "mse" too: clipping the largest logit is exactly the error that changes a top-1 answer. "mse" is not the default:
+# the squared error of a whole calibration set is ruled by its rare extreme values, so on trained MobileNetV3s it
+# chose late-layer ranges about 3x wider than the percentile rule and the int8 model agreed less with float.
 RANGE_METHODS = ("percentile", "mse")
 _HISTOGRAM_BINS = 4096
 _SEARCH_STEPS = 256  # candidate clip values per side
