@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from export.calibration import pixel_input_range, quantize_int8
+from export.calibration import RANGE_METHODS, calibrate, pixel_input_range, quantize_calibrated
 from export.choices import IO_DTYPES, SCORES
 from export.choices import QUANTIZATIONS as QUANTIZATION_MODES
 from export.evaluate import iterate_images
@@ -78,6 +78,7 @@ def to_tflite(
     sparse: bool = False,
     scores: str = "logits",
     pixel_range: tuple[float, float] | None = None,
+    range_method: str = "percentile",
 ) -> bytes:
     """Convert `model` at batch 1 to a TFLite flatbuffer in `quantization` mode (`none|float16|dynamic|int8`).
 
@@ -85,7 +86,35 @@ def to_tflite(
     post-training int8 then quantizes the input on that range (export.calibration.pixel_input_range), so every
     client that normalizes pixels the same way feeds the same int8 input (a quantization-aware model's input
     fake-quant is set to that range for the conversion). Without it the input's range is measured (or learned).
+    `range_method` (export.calibration.RANGE_METHODS) chooses post-training int8's activation ranges.
     """
+    return _convert(model, quantization, representative_images, io_dtype, sparse, scores, pixel_range,
+                    range_method)[0]
+
+
+def to_int8_with_float_reference(
+    model: keras.Model,
+    representative_images: Iterable[np.ndarray] | np.ndarray,
+    io_dtype: str = "int8",
+    range_method: str = "percentile",
+    scores: str = "logits",
+    pixel_range: tuple[float, float] | None = None,
+) -> tuple[bytes, bytes]:
+    """Post-training int8 conversion as `to_tflite` does it, and the calibrated float model it was quantized from:
+    the same graph in float32, whose tensors carry the names the int8 model keeps (a quantization report's
+    reference)."""
+    if representative_images is None:
+        raise ConversionError("to_int8_with_float_reference needs representative_images to calibrate.")
+    if is_quantization_aware(model):
+        raise ConversionError("A quantization-aware model has no calibrated float reference; use to_tflite.")
+    return _convert(model, "int8", representative_images, io_dtype, False, scores, pixel_range, range_method)
+
+
+def _convert(model, quantization, representative_images, io_dtype, sparse, scores, pixel_range,
+             range_method) -> tuple[bytes, bytes | None]:
+    """The flatbuffer, and for post-training int8 also the calibrated float model (else None)."""
+    if range_method not in RANGE_METHODS:
+        raise ConversionError(f"Unknown range_method {range_method!r}; choose one of {', '.join(RANGE_METHODS)}.")
     if quantization not in QUANTIZATION_MODES:
         raise ConversionError(f"Unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATION_MODES)}.")
     if io_dtype not in IO_DTYPES:
@@ -145,12 +174,15 @@ def to_tflite(
         # representative dataset even for QAT models (its metrics hook builds QuantizationMode without the graph,
         # so it cannot see the fake-quant ops), so the default op set is kept; the QAT ranges still make every op
         # int8, and the check below catches any op QAT left in float.
+    calibrated = None
     try:
         if quantization == "int8" and representative_images is not None and not quantization_aware:
             # TFLite's calibrator mis-records some ranges (export/calibration.py): re-measured before quantizing.
             float_softmax = probabilities and io_dtype == "float32"
-            flatbuffer = quantize_int8(converter, tf.as_dtype(io_dtype), float_ops=("SOFTMAX",) if float_softmax else (),
-                                       input_range=pixel_input_range(pixel_range) if pixel_range else None)
+            calibrated = calibrate(converter, range_method,
+                                   input_range=pixel_input_range(pixel_range) if pixel_range else None)
+            flatbuffer = quantize_calibrated(calibrated, tf.as_dtype(io_dtype),
+                                             float_ops=("SOFTMAX",) if float_softmax else ())
         else:
             qat_input_range = pixel_input_range(pixel_range) if pixel_range and quantization_aware else None
             with _input_quantizer_range(model, qat_input_range):
@@ -161,7 +193,7 @@ def to_tflite(
         raise ConversionError(_explain(error, quantization, quantization_aware)) from error
     if quantization == "int8" and representative_images is None:
         _check_integer_only(flatbuffer, float_io=io_dtype == "float32")
-    return flatbuffer
+    return flatbuffer, calibrated
 
 
 def _converter_for(model: keras.Model, input_shape: tuple[int, ...], probabilities: bool) -> tf.lite.TFLiteConverter:

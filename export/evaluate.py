@@ -75,17 +75,24 @@ class TFLiteClassifier:
         dtype = self.input_dtype
         if dtype.type not in _INTEGER_TYPES:
             return image.astype(dtype, copy=False)
-        scale, zero_point = self._input_quantization
-        scaled = image / scale
-        rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)  # half away from zero, as std::round
-        info = np.iinfo(dtype)
-        return np.clip(rounded + zero_point, info.min, info.max).astype(dtype)
+        return quantize_input(image, self._input)
 
     def _dequantize(self, output: np.ndarray) -> np.ndarray:
         if output.dtype.type not in _INTEGER_TYPES:
             return output.astype(np.float32)
         scale, zero_point = self._output_quantization
         return ((output.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def quantize_input(values: np.ndarray, details: dict) -> np.ndarray:
+    """Float values in the integer type of an input tensor (`details` from the interpreter), with its scale and
+    zero point, rounding half away from zero like TFLite's quantize kernel and the Android app."""
+    scale, zero_point = _affine(details)
+    dtype = np.dtype(details["dtype"])
+    scaled = np.asarray(values, np.float32) / scale
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)  # half away from zero, as std::round
+    info = np.iinfo(dtype)
+    return np.clip(rounded + zero_point, info.min, info.max).astype(dtype)
 
 
 def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

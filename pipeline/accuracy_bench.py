@@ -4,8 +4,9 @@ Each experiment is one ordinary `python -m pipeline.run` command (a subprocess, 
 its own run directory under `--output_dir`, so what is measured is exactly what a user gets, and a rerun of this
 script resumes: finished runs are read back, an interrupted one resumes at its last checkpoint. The targets:
 
-- quantization (every network, one `--qat` run each): int8 post-training quantization within 1.0 point of the
-  float model, int8 after quantization-aware training within 0.5 point (both of the same trained float model);
+- quantization (every network, one `--qat` run per seed of `--seeds`): int8 post-training quantization within 1.0
+  point of the float model and agreeing with it on >= 95% of the held-out images (>= 97% where the float model
+  is above 65%), int8 after quantization-aware training within 0.5 point (all of the same trained float model);
 - distillation: mobilenet_v2 1.0 (its own run, trained on hard labels) into shufflenet_v2 0.5x and
   mobilenet_v3_small 0.75 beats the same student trained alone for the same epochs (`--distill_compare`), for
   every student seed of `--student_seeds` (a gain of a few images is within what a seed moves: the target counts
@@ -53,6 +54,11 @@ CHANNEL_PRUNING_CUTS = {"channels": ("--prune_ratio", 0.3, "gamma"), "channels_m
                         "channels_macs60": ("--target_macs", 0.6, "gamma")}
 
 PTQ_MAX_LOSS, QAT_MAX_LOSS, PRUNE_2_4_MAX_LOSS, CHANNELS_MAX_LOSS = 0.010, 0.005, 0.015, 0.010
+# int8 PTQ's top-1 agreement with its float model: at least PTQ_MIN_AGREEMENT, or PTQ_MIN_AGREEMENT_STRONG where
+# the float model is above STRONG_FLOAT (a better model has fewer borderline images to flip).
+PTQ_MIN_AGREEMENT, PTQ_MIN_AGREEMENT_STRONG, STRONG_FLOAT = 0.95, 0.97, 0.65
+PTQ_AGREEMENT_FILE = "ptq_agreement.json"  # written into a quantization run's directory by this bench
+DEFAULT_VAL_SPLIT = 0.2  # pipeline.run's default
 CHANNELS_MIN_MAC_CUT, CHANNELS_MIN_LATENCY_CUT = 0.30, 0.20
 EXIT_BAD_INPUT = 2
 
@@ -80,6 +86,8 @@ class BenchSettings:
     seed: int
     latency_repeats: int = 5  # interleaved timing rounds per channel-pruning pair
     student_seeds: tuple[int, ...] = ()  # seeds of each distillation student (and its alone twin); () = (seed,)
+    seeds: tuple[int, ...] = ()  # seeds of each quantization network; () = (seed,)
+    val_split: float = DEFAULT_VAL_SPLIT  # held-out fraction of a dataset without a val/ folder
 
 
 def experiments(settings: BenchSettings, suites: Sequence[str]) -> list[Experiment]:
@@ -87,9 +95,9 @@ def experiments(settings: BenchSettings, suites: Sequence[str]) -> list[Experime
     fine_tune = (f"--prune_epochs={settings.fine_tune_epochs}",)
     planned: list[Experiment] = []
     if "quantization" in suites:
-        planned += [Experiment(f"quantization-{model}-{width:g}", "quantization", model, width,
-                               ("--qat", f"--qat_epochs={settings.fine_tune_epochs}"))
-                    for model, width in QUANTIZATION_NETWORKS]
+        planned += [Experiment(seeded_run_name(f"quantization-{model}-{width:g}", seed, settings), "quantization",
+                               model, width, ("--qat", f"--qat_epochs={settings.fine_tune_epochs}"), seed=seed)
+                    for model, width in QUANTIZATION_NETWORKS for seed in settings.seeds or (settings.seed,)]
     if "distillation" in suites:
         teacher_run = f"teacher-{TEACHER[0]}-{TEACHER[1]:g}"
         # Trained as `pipeline.run --teacher` trains one: on hard labels (no label smoothing).
@@ -119,7 +127,11 @@ def experiments(settings: BenchSettings, suites: Sequence[str]) -> list[Experime
 
 def distillation_run_name(model: str, width: float, seed: int, settings: BenchSettings) -> str:
     """The run directory name of one distillation student; seeds other than the bench's own are suffixed."""
-    name = f"distillation-{model}-{width:g}"
+    return seeded_run_name(f"distillation-{model}-{width:g}", seed, settings)
+
+
+def seeded_run_name(name: str, seed: int, settings: BenchSettings) -> str:
+    """`name` for the bench's own seed, `name-seedN` for another (the runs of earlier benches keep their names)."""
     return name if seed == settings.seed else f"{name}-seed{seed}"
 
 
@@ -143,6 +155,7 @@ def command(experiment: Experiment, settings: BenchSettings) -> list[str]:
         f"--image_size={settings.image_size}", f"--epochs={experiment.epochs or settings.epochs}",
         f"--batch_size={settings.batch_size}", f"--seed={seed}", "--device=none",
         f"--output_dir={settings.output_dir / experiment.name}", *experiment.flags,
+        *([f"--val_split={settings.val_split:g}"] if settings.val_split != DEFAULT_VAL_SPLIT else []),
     ]
 
 
@@ -166,13 +179,37 @@ def run_experiment(experiment: Experiment, settings: BenchSettings) -> dict[str,
 # ------------------------------------------------------------------------------------------------ targets
 
 
-def quantization_row(result: dict[str, Any]) -> dict[str, Any]:
+def quantization_row(result: dict[str, Any], ptq_agreement: float) -> dict[str, Any]:
+    """One quantization run's targets; `ptq_agreement` is the int8 PTQ model's top-1 agreement with its float model
+    on the held-out images."""
     comparison = result["metrics"]["qat_comparison"]
     float_accuracy = comparison["float_before_qat"]
     ptq_loss, qat_loss = float_accuracy - comparison["int8_ptq"], float_accuracy - comparison["int8_qat"]
-    return {"float": float_accuracy, "int8_ptq": comparison["int8_ptq"], "int8_qat": comparison["int8_qat"],
-            "ptq_loss": ptq_loss, "qat_loss": qat_loss,
-            "ptq_target_met": ptq_loss <= PTQ_MAX_LOSS, "qat_target_met": qat_loss <= QAT_MAX_LOSS}
+    min_agreement = PTQ_MIN_AGREEMENT_STRONG if float_accuracy > STRONG_FLOAT else PTQ_MIN_AGREEMENT
+    return {"seed": result["metrics"]["training"]["seed"], "float": float_accuracy,
+            "int8_ptq": comparison["int8_ptq"], "int8_qat": comparison["int8_qat"],
+            "ptq_loss": ptq_loss, "qat_loss": qat_loss, "ptq_agreement": ptq_agreement,
+            "ptq_min_agreement": min_agreement, "ptq_target_met": ptq_loss <= PTQ_MAX_LOSS,
+            "ptq_agreement_met": ptq_agreement >= min_agreement, "qat_target_met": qat_loss <= QAT_MAX_LOSS}
+
+
+def ptq_agreement(run_dir: Path, settings: BenchSettings, seed: int) -> float:
+    """Top-1 agreement of a quantization run's int8 PTQ model with its trained float model on the run's held-out
+    images (the run reloads its data with its seed), measured once and kept in the run directory."""
+    cached = run_dir / PTQ_AGREEMENT_FILE
+    if cached.is_file():
+        return float(json.loads(cached.read_text())["agreement"])
+    from export.evaluate import TFLiteClassifier, agreement
+    from pipeline.convert_verify import PTQ_BASELINE_FILE
+    from pipeline.data import load_data
+    from pipeline.train import load_model
+
+    data = load_data(settings.dataset, settings.image_size, settings.batch_size, settings.val_split, seed)
+    images, _ = data.val_arrays()
+    float_logits = load_model(run_dir / "model.keras").predict(images, batch_size=128, verbose=0)
+    value = agreement(TFLiteClassifier(run_dir / PTQ_BASELINE_FILE).logits(images), float_logits)
+    write_json_atomic(cached, {"agreement": value, "num_images": len(images)})
+    return value
 
 
 def distillation_row(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -268,7 +305,9 @@ def run_benchmark(settings: BenchSettings, suites: Sequence[str]) -> dict[str, A
         describe = {"run": experiment.name, "model": experiment.model, "width": experiment.width}
         result = results[experiment.name]
         if experiment.suite == "quantization":
-            rows["quantization"].append({**describe, **quantization_row(result)})
+            run_dir = settings.output_dir / experiment.name
+            agreement = ptq_agreement(run_dir, settings, settings.seed if experiment.seed is None else experiment.seed)
+            rows["quantization"].append({**describe, **quantization_row(result, agreement)})
         elif experiment.suite == "distillation":
             students.setdefault((experiment.model, experiment.width), []).append(result)
         elif experiment.suite == "prune_2_4":
@@ -344,10 +383,12 @@ def _channels_cells(r: dict[str, Any]) -> list[str]:
 _TABLES = {
     "quantization": (
         "int8 quantization (loss = float − int8, in points)",
-        [("network", False), ("float", True), ("int8 PTQ", True), ("PTQ loss", True), ("≤ 1.0?", False),
-         ("int8 QAT", True), ("QAT loss", True), ("≤ 0.5?", False)],
-        lambda r: [_network(r), _pct(r["float"]), _pct(r["int8_ptq"]), _points(r["ptq_loss"]),
-                   _met(r["ptq_target_met"]), _pct(r["int8_qat"]), _points(r["qat_loss"]), _met(r["qat_target_met"])],
+        [("network", False), ("seed", True), ("float", True), ("int8 PTQ", True), ("PTQ loss", True),
+         ("≤ 1.0?", False), ("PTQ agreement", True), ("≥ 95 (97)?", False), ("int8 QAT", True), ("QAT loss", True),
+         ("≤ 0.5?", False)],
+        lambda r: [_network(r), str(r["seed"]), _pct(r["float"]), _pct(r["int8_ptq"]), _points(r["ptq_loss"]),
+                   _met(r["ptq_target_met"]), _pct(r["ptq_agreement"]), _met(r["ptq_agreement_met"]),
+                   _pct(r["int8_qat"]), _points(r["qat_loss"]), _met(r["qat_target_met"])],
     ),
     "distillation": (
         f"Distillation from {TEACHER[0]} {TEACHER[1]:g} (Keras float)",
@@ -405,17 +446,24 @@ def settings_from_flags() -> tuple[BenchSettings, tuple[str, ...]]:
         raise ValueError(f"--suites={FLAGS.suites}: choose 'all' or a comma list of {', '.join(SUITES)}.")
     if not Path(FLAGS.dataset).is_dir():
         raise ValueError(f"--dataset={FLAGS.dataset} is not a folder; point it at an image folder such as "
-                         f"../shared/datasets/imagenette-96.")
+                         f"../shared/datasets/imagenette-96 or ../shared/datasets/sign-language-digits.")
+    if not 0 < FLAGS.val_split < 1:
+        raise ValueError(f"--val_split={FLAGS.val_split}: give a fraction between 0 and 1, e.g. 0.2.")
     if FLAGS.epochs < 1 or FLAGS.fine_tune_epochs < 1 or FLAGS.latency_repeats < 1:
         raise ValueError("--epochs, --fine_tune_epochs and --latency_repeats must be >= 1.")
-    try:
-        student_seeds = tuple(dict.fromkeys(int(seed) for seed in FLAGS.student_seeds.split(",") if seed.strip()))
-    except ValueError:
-        raise ValueError(f"--student_seeds={FLAGS.student_seeds}: give a comma list of integers, e.g. 0,1.") from None
+    student_seeds, seeds = _seed_list("student_seeds", FLAGS.student_seeds), _seed_list("seeds", FLAGS.seeds)
     return BenchSettings(dataset=str(Path(FLAGS.dataset).resolve()), output_dir=Path(FLAGS.output_dir).resolve(),
                          image_size=FLAGS.image_size, epochs=FLAGS.epochs, fine_tune_epochs=FLAGS.fine_tune_epochs,
                          batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                         latency_repeats=FLAGS.latency_repeats, student_seeds=student_seeds), suites
+                         latency_repeats=FLAGS.latency_repeats, student_seeds=student_seeds, seeds=seeds,
+                         val_split=FLAGS.val_split), suites
+
+
+def _seed_list(flag: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(dict.fromkeys(int(seed) for seed in text.split(",") if seed.strip()))
+    except ValueError:
+        raise ValueError(f"--{flag}={text}: give a comma list of integers, e.g. 0,1.") from None
 
 
 def main(argv: Sequence[str]) -> None:
@@ -448,7 +496,10 @@ def main(argv: Sequence[str]) -> None:
 
 def _define_flags() -> None:
     # Only when run as a program: pipeline.run defines some of the same flag names in the same absl registry.
-    flags.DEFINE_string("dataset", None, "Image folder with train/ and val/ (e.g. ../shared/datasets/imagenette-96).")
+    flags.DEFINE_string("dataset", None, "Image folder with train/ and val/ (e.g. ../shared/datasets/imagenette-96), "
+                        "or of class folders, split with --val_split (e.g. ../shared/datasets/sign-language-digits).")
+    flags.DEFINE_float("val_split", DEFAULT_VAL_SPLIT, "Held-out fraction (a seeded stratified split) where the "
+                       "dataset has no val/ folder.")
     flags.DEFINE_string("suites", "all", f"'all' or a comma list of: {', '.join(SUITES)}.")
     flags.DEFINE_string("output_dir", "accuracy_out", "Where the run directories, logs and the report go.")
     flags.DEFINE_integer("image_size", 96, "Input size of every run.")
@@ -459,6 +510,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("latency_repeats", 5, "Interleaved timing rounds per channel-pruning pair (the median wins).")
     flags.DEFINE_string("student_seeds", "", "Comma list of seeds each distillation student (and its trained-alone "
                         "twin) runs with, one teacher for all; empty: --seed alone.")
+    flags.DEFINE_string("seeds", "", "Comma list of seeds each quantization network trains with (a run per seed); "
+                        "empty: --seed alone.")
     flags.mark_flag_as_required("dataset")
 
 

@@ -81,15 +81,38 @@ def test_every_network_gets_a_qat_run_with_its_post_training_baseline():
     assert all("--qat" in e.flags and "--qat_epochs=2" in e.flags for e in planned)
 
 
-def _quantization_result(float_accuracy, ptq, qat):
-    return {"metrics": {"qat_comparison": {"float_before_qat": float_accuracy, "int8_ptq": ptq, "int8_qat": qat}}}
+def test_each_quantization_seed_is_a_run_of_its_own_and_val_split_reaches_the_runs():
+    settings = ab.BenchSettings(**{**SETTINGS.__dict__, "seeds": (0, 2), "val_split": 0.25})
+    planned = ab.experiments(settings, ["quantization"])
+    assert len(planned) == 2 * len(ab.QUANTIZATION_NETWORKS)
+    assert [e.name for e in planned[:2]] == ["quantization-mobilenet_v3_small-1",
+                                             "quantization-mobilenet_v3_small-1-seed2"]
+    assert "--seed=2" in ab.command(planned[1], settings) and "--val_split=0.25" in ab.command(planned[1], settings)
+    assert not any(flag.startswith("--val_split") for flag in ab.command(planned[0], SETTINGS))  # the default
+
+
+def _quantization_result(float_accuracy, ptq, qat, seed=0):
+    return {"metrics": {"training": {"seed": seed},
+                        "qat_comparison": {"float_before_qat": float_accuracy, "int8_ptq": ptq, "int8_qat": qat}}}
 
 
 @pytest.mark.parametrize("ptq, qat, ptq_met, qat_met", [(0.795, 0.797, True, True), (0.785, 0.794, False, False)])
 def test_quantization_targets(ptq, qat, ptq_met, qat_met):
-    row = ab.quantization_row(_quantization_result(0.80, ptq, qat))
+    row = ab.quantization_row(_quantization_result(0.80, ptq, qat), ptq_agreement=0.98)
     assert (row["ptq_target_met"], row["qat_target_met"]) == (ptq_met, qat_met)
     assert row["ptq_loss"] == pytest.approx(0.80 - ptq)
+
+
+@pytest.mark.parametrize("float_accuracy, agreement, met", [(0.80, 0.965, False), (0.80, 0.97, True),
+                                                            (0.60, 0.955, True), (0.60, 0.94, False)])
+def test_the_agreement_goal_is_stricter_for_a_stronger_float_model(float_accuracy, agreement, met):
+    row = ab.quantization_row(_quantization_result(float_accuracy, float_accuracy, float_accuracy), agreement)
+    assert row["ptq_agreement_met"] is met and row["ptq_agreement"] == agreement
+
+
+def test_ptq_agreement_is_read_back_from_the_run_directory(tmp_path):
+    (tmp_path / ab.PTQ_AGREEMENT_FILE).write_text('{"agreement": 0.9625, "num_images": 400}')
+    assert ab.ptq_agreement(tmp_path, SETTINGS, seed=0) == 0.9625  # no data or model loaded
 
 
 def test_channel_targets_need_all_three_cuts():
@@ -116,9 +139,9 @@ def test_channel_targets_need_all_three_cuts():
 def test_report_has_a_table_per_suite_that_ran():
     report = {"settings": {**SETTINGS.__dict__, "output_dir": "/out"}, "created": "now", "seconds": 1.0,
               "rows": {"quantization": [{"model": "mobilenet_v2", "width": 1.0,
-                                         **ab.quantization_row(_quantization_result(0.8, 0.792, 0.8))}]}}
+                                         **ab.quantization_row(_quantization_result(0.8, 0.792, 0.8), 0.96)}]}}
     text = ab.markdown_report(report)
-    assert "| mobilenet_v2 1 | 80.0 | 79.2 | +0.8 | yes | 80.0 | +0.0 | yes |" in text
+    assert "| mobilenet_v2 1 | 0 | 80.0 | 79.2 | +0.8 | yes | 96.0 | **no** | 80.0 | +0.0 | yes |" in text
     assert "Distillation" not in text
     report["rows"] = {"distillation": [{"model": "shufflenet_v2", "width": 0.5, **ab.distillation_row(
         [_distillation_result(0, 0.50, 0.49), _distillation_result(1, 0.49, 0.50)])}]}
@@ -144,3 +167,23 @@ def test_a_trained_network_is_timed_at_another_resolution_with_its_weights(tmp_p
     flatbuffer = ab.int8_at_resolution(tmp_path / "model.keras", 64, tmp_path / "model_int8_64.tflite").read_bytes()
     assert integer_only_problems(flatbuffer) == []
     assert TFLiteClassifier(flatbuffer).logits(images).shape == (2, 3)
+
+
+def test_ptq_agreement_is_measured_on_the_runs_held_out_split(tmp_path, image_folder, tiny_data):
+    from export.convert import to_tflite
+    from export.evaluate import TFLiteClassifier, agreement
+    from export.files import write_bytes_atomic
+    from pipeline.convert_verify import PTQ_BASELINE_FILE
+    from pipeline.train import save_model
+    from tiny_networks import tiny_network
+
+    model = tiny_network(tiny_data)
+    save_model(model, tmp_path / "model.keras")
+    images, _ = tiny_data.val_arrays()
+    int8_model = to_tflite(model, "int8", representative_images=images)
+    write_bytes_atomic(tmp_path / PTQ_BASELINE_FILE, int8_model)
+    settings = ab.BenchSettings(**{**SETTINGS.__dict__, "dataset": str(image_folder), "image_size": 32,
+                                   "batch_size": 8})
+    expected = agreement(TFLiteClassifier(int8_model).logits(images), model.predict(images, verbose=0))
+    assert ab.ptq_agreement(tmp_path, settings, seed=0) == pytest.approx(expected)
+    assert (tmp_path / ab.PTQ_AGREEMENT_FILE).is_file()
