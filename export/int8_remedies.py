@@ -20,11 +20,11 @@ from typing import Iterable
 import numpy as np
 
 from export.bias_correction import correct_biases
+from export.choices import REMEDY_MODES
 from export.convert import to_int8_with_float_reference
 from export.evaluate import TFLiteClassifier, agreement, iterate_images
 from export.quantization_report import mean_kl_divergence
 
-REMEDY_MODES = ("auto", "always", "never")  # auto: only when the goal is missed; always: try them regardless
 DEFAULT_MIN_AGREEMENT = 0.97
 BIAS_CORRECTION_IMAGES = 64  # the first calibration images; all 200 did no better where measured
 BASELINE = "percentile"

@@ -31,6 +31,8 @@ SLIM_MODEL = "model_slim.keras"  # channel slimming
 QAT_MODEL = "model_qat.h5"  # TF-MOT QAT models reload only from HDF5 (pipeline.quantize)
 FLOAT_TFLITE = "model_float32.tflite"
 PTQ_BASELINE_TFLITE = "ptq_baseline/model_int8.tflite"
+# The calibrated float graph a post-training int8 model was quantized from: the quantization report's reference.
+CALIBRATED_FLOAT_TFLITE = "converted/model_calibrated_float32.tflite"
 
 
 def quantized_tflite(quantization: str, image_size: int | None = None) -> str:

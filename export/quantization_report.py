@@ -44,7 +44,8 @@ def quantization_report(float_model: bytes, int8_model: bytes, images: Iterable[
         image = np.asarray(image, np.float32)[np.newaxis]
         reference.set_tensor(reference.get_input_details()[0]["index"], image)
         reference.invoke()
-        quantized.set_tensor(q_input["index"], quantize_input(image, q_input))
+        integer_input = np.dtype(q_input["dtype"]).type in _INTEGER_TYPES  # a float input is quantized in the graph
+        quantized.set_tensor(q_input["index"], quantize_input(image, q_input) if integer_input else image)
         quantized.invoke()
         for row, layer in enumerate(layers):
             values = reference.get_tensor(layer["float_index"]).astype(np.float64)

@@ -164,16 +164,15 @@ def build_and_convert(config: BenchConfig, converter: Callable | None = None) ->
         complexity = _complexity(model)
         images = random_calibration_images(config.calibration_images, config.image_size)
         set_batch_norm_statistics(model, images)
-        paths = {precision: tflite_dir / f"{name}_{precision}.tflite" for precision in PRECISIONS}
+        # float16 is written for the GPU-delegate check only (the GPU delegate runs float models; timing is on the CPU).
+        paths = {precision: tflite_dir / f"{name}_{precision}.tflite" for precision in (*PRECISIONS, "float16")}
         for precision, path in paths.items():
             if config.reuse_tflite and path.is_file():
                 continue
-            flatbuffer = converter(model, _QUANTIZATION[precision],
+            flatbuffer = converter(model, _QUANTIZATION.get(precision, precision),
                                    representative_images=images if precision == "int8" else None)
             write_bytes_atomic(path, zoo_metadata(flatbuffer, name, config.num_classes))
-        # The GPU delegate runs float models: float32 as timed here, and float16 (converted for this check only).
-        gpu = {"float32": check_gpu_compatibility(paths["float32"]).as_dict(),
-               "float16": check_gpu_compatibility(converter(model, "float16")).as_dict()}
+        gpu = {precision: check_gpu_compatibility(paths[precision]).as_dict() for precision in ("float32", "float16")}
         rows.append({"name": name, "source": source, **complexity, "gpu": gpu,
                      "tflite": {precision: str(path) for precision, path in paths.items()},
                      "size_mb": {precision: path.stat().st_size / 1e6 for precision, path in paths.items()}})
@@ -276,10 +275,11 @@ def main(argv: Sequence[str]) -> None:
         _fail(error)
     from export.adb import AdbError  # benchmark_model's output errors included
     from export.benchmark import HostBenchmarkError
+    from export.gpu_compat import GpuCompatibilityError
 
     try:
         report = run_zoo_benchmark(config)
-    except (AdbError, HostBenchmarkError) as error:  # typed, and they say how to fix (a broken .tflite too)
+    except (AdbError, HostBenchmarkError, GpuCompatibilityError) as error:  # typed, and they say how to fix
         _fail(error)
     paths = write_report(report, config.output_dir, FLAGS.json)
     print(markdown_report(report))

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from export.choices import IO_DTYPES, QUANTIZATIONS, SCORES
+from export.choices import IO_DTYPES, QUANTIZATIONS, REMEDY_MODES, SCORES
 from models.choices import PRUNE_CRITERIA
 
 DIGITS = "digits"
@@ -132,6 +132,12 @@ class RunConfig:
                             "or int8 (raw; MediaPipe refuses it).", choices=IO_DTYPES)
     scores: str = setting("probabilities", "convert", "What the deployed models output: probabilities (a final "
                           "softmax, so clients show scores in [0, 1]) or logits.", choices=SCORES)
+    int8_remedies: str = setting("auto", "convert", "Post-training int8 remedies (per-tensor MSE ranges, bias correction): "
+                                 "auto tries them when int8 agrees with float on fewer than --int8_min_agreement of "
+                                 "held-back training images and keeps one only if it is significantly better; always; "
+                                 "never.", choices=REMEDY_MODES)
+    int8_min_agreement: float = setting(0.97, "convert", "The int8 model's top-1 agreement with float below which "
+                                        "--int8_remedies=auto tries the remedies.")
     # --- benchmark
     device: str = setting("host", "benchmark", "Where to benchmark: host (LiteRT here) | adb (a phone) | none.",
                           choices=DEVICES, reproducible=False)

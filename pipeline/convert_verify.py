@@ -33,7 +33,8 @@ import numpy as np
 import tf_keras as keras
 
 from export import layout
-from export.convert import QUANTIZATION_MODES, is_quantization_aware, to_tflite
+from export.convert import QUANTIZATION_MODES, is_quantization_aware, to_int8_with_float_reference, to_tflite
+from export.int8_remedies import DEFAULT_MIN_AGREEMENT, quantize_with_remedies
 from export.evaluate import TFLiteClassifier, agreement, top1_accuracy
 from export.files import write_bytes_atomic, write_text_atomic
 from export.graph import integer_only_problems, op_histogram, xnnpack_partitions
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # Calibration images for post-training int8: enough to see every class's activation ranges a few times.
 REPRESENTATIVE_IMAGES = 200
+# Training images after those (never used to calibrate) that judge int8 remedies; fewer than the minimum: none run.
+CHECK_IMAGES, MIN_CHECK_IMAGES = 400, 50
 
 
 @dataclasses.dataclass
@@ -74,6 +77,7 @@ class VerifyResult:
     checks: dict[str, bool]
     paths: dict[str, str]
     num_examples: int
+    int8_remedies: dict[str, Any] | None = None  # post-training int8: what export.int8_remedies tried and chose
 
     @property
     def passed(self) -> bool:
@@ -102,6 +106,7 @@ class VerifyResult:
             "passed": self.passed,
             "paths": self.paths,
             "num_examples": self.num_examples,
+            "int8_remedies": self.int8_remedies,
         }
 
 
@@ -115,6 +120,8 @@ def convert_and_verify(
     model_name: str,
     labels: Sequence[str] | None = None,
     scores: str = "logits",
+    remedies: str = "auto",
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
 ) -> VerifyResult:
     """Convert `model` to float32 and `quantization` TFLite files in `run_dir`, and verify them on held-out data."""
     from pipeline.quantize import float_model_from_quantization_aware
@@ -128,18 +135,18 @@ def convert_and_verify(
         raise ValueError(f"A quantization-aware model deploys as int8; got quantization={quantization!r}.")
     float_model = float_model_from_quantization_aware(model) if quantization_aware else model
 
+    remedies_record = None
     files = {"float32": layout.FLOAT_TFLITE}
     flatbuffers = {"float32": to_tflite(float_model, "none", sparse=sparse, scores=scores)}
     if quantization != "none":
         files["quantized"] = layout.quantized_tflite(quantization)
-        flatbuffers["quantized"] = to_tflite(
-            model,
-            quantization,
-            representative_images=representative_images(data) if quantization == "int8" else None,
-            io_dtype=io_dtype,
-            scores=scores,
-            pixel_range=pixel_range(data),
-        )
+        if quantization == "int8" and not quantization_aware:
+            flatbuffers["quantized"], calibrated, remedies_record = post_training_int8(
+                model, data, io_dtype, scores, remedies, min_agreement)
+            write_bytes_atomic(run_dir / layout.CALIBRATED_FLOAT_TFLITE, calibrated)
+        else:
+            flatbuffers["quantized"] = to_tflite(model, quantization, io_dtype=io_dtype, scores=scores,
+                                                 pixel_range=pixel_range(data))
     for artifact, flatbuffer in flatbuffers.items():
         write_bytes_atomic(run_dir / layout.converted(files[artifact]), flatbuffer)
     app_artifact = "quantized" if quantization != "none" else "float32"
@@ -194,9 +201,28 @@ def convert_and_verify(
         paths={"float32": files["float32"], "quantized": files.get("quantized"), "labels": layout.LABELS,
                "meta": layout.META, "app_model": files[app_artifact]},
         num_examples=len(image_labels),
+        int8_remedies=remedies_record,
     )
     _log_summary(result)
     return result
+
+
+def post_training_int8(model: keras.Model, data: DataSplits, io_dtype: str, scores: str, remedies: str = "auto",
+                       min_agreement: float = DEFAULT_MIN_AGREEMENT) -> tuple[bytes, bytes, dict[str, Any]]:
+    """(int8 model, the calibrated float model it came from, what int8 remedies were tried and chosen).
+
+    Calibrated on REPRESENTATIVE_IMAGES training images; the next CHECK_IMAGES of the same seeded order (never
+    used to calibrate) judge the remedies by agreement with the float model (export.int8_remedies)."""
+    pool = representative_images(data, REPRESENTATIVE_IMAGES + CHECK_IMAGES)
+    calibration, check = pool[:REPRESENTATIVE_IMAGES], pool[REPRESENTATIVE_IMAGES:]
+    conversion = {"scores": scores, "pixel_range": pixel_range(data)}
+    if len(check) < MIN_CHECK_IMAGES:
+        int8, calibrated = to_int8_with_float_reference(model, calibration, io_dtype, **conversion)
+        return int8, calibrated, {"mode": remedies, "remedies_ran": False, "chosen": "percentile",
+                                  "num_check_images": len(check),
+                                  "note": f"fewer than {MIN_CHECK_IMAGES} training images left to judge remedies by"}
+    return quantize_with_remedies(model, calibration, check, io_dtype=io_dtype, mode=remedies,
+                                  min_agreement=min_agreement, **conversion)
 
 
 def representative_images(data: DataSplits, count: int = REPRESENTATIVE_IMAGES) -> np.ndarray:
@@ -248,14 +274,14 @@ def _log_summary(result: VerifyResult) -> None:
 
 
 def post_training_baseline(model: keras.Model, data: DataSplits, output: Path, io_dtype: str,
-                           scores: str = "logits") -> dict[str, Any]:
+                           scores: str = "logits", remedies: str = "auto",
+                           min_agreement: float = DEFAULT_MIN_AGREEMENT) -> dict[str, Any]:
     """With --qat: the same float model quantized after training instead, so one run shows what QAT bought.
 
     Writes the int8 model to `output` and returns the held-out top-1 of the float Keras model it came from and of
     its int8 post-training-quantized conversion (calibrated exactly as the main int8 artifact is).
     """
-    flatbuffer = to_tflite(model, "int8", representative_images=representative_images(data), io_dtype=io_dtype,
-                           scores=scores, pixel_range=pixel_range(data))
+    flatbuffer = post_training_int8(model, data, io_dtype, scores, remedies, min_agreement)[0]
     write_bytes_atomic(Path(output), flatbuffer)
     images, image_labels = data.val_arrays()
     return {

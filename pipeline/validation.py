@@ -73,6 +73,8 @@ def _check_ranges(config: RunConfig) -> None:
     require(config.bn_momentum is None or 0 < config.bn_momentum < 1,
             f"--bn_momentum={config.bn_momentum} must be in (0, 1), e.g. 0.9 for short runs.")
     require(0 < config.val_split < 1, f"--val_split={config.val_split} must be in (0, 1), e.g. 0.2.")
+    require(0 < config.int8_min_agreement <= 1,
+            f"--int8_min_agreement={config.int8_min_agreement} must be in (0, 1], e.g. 0.97.")
     require(config.seed >= 0, f"--seed={config.seed} must be >= 0.")
     require(not config.qat or config.quantize == "int8",
             f"--qat trains for int8 inference; use it with --quantize=int8, not --quantize={config.quantize}.")

@@ -8,6 +8,7 @@ from pipeline.stages.metadata import MetadataStage
 from pipeline.stages.package import PackageStage
 from pipeline.stages.ptq_baseline import PtqBaselineStage
 from pipeline.stages.qat import QatStage
+from pipeline.stages.quantization_report import QuantizationReportStage
 from pipeline.stages.slim import SlimStage
 from pipeline.stages.sparsify import SparsifyStage
 from pipeline.stages.teacher import TeacherStage
@@ -22,6 +23,7 @@ STAGES = (
     PtqBaselineStage(),
     QatStage(),
     ConvertStage(),
+    QuantizationReportStage(),
     MetadataStage(),
     ClientCheckStage(),
     BenchmarkStage(),

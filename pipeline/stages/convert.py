@@ -33,6 +33,7 @@ class ConvertSummary(Summary):
     passed: bool
     paths: dict[str, str | None]
     num_examples: int
+    int8_remedies: dict[str, Any] | None = None
 
 
 def model_files(config) -> dict[str, str]:
@@ -41,6 +42,11 @@ def model_files(config) -> dict[str, str]:
     if config.quantize != "none":
         files["quantized"] = layout.quantized_tflite(config.quantize)
     return files
+
+
+def is_post_training_int8(config) -> bool:
+    """True where the int8 model is quantized after training (not from QAT): it has a calibrated float reference."""
+    return config.quantize == "int8" and not config.qat
 
 
 def client_ready(config, artifact: str) -> bool:
@@ -54,7 +60,9 @@ class ConvertStage(Stage):
     Result = ConvertSummary
 
     def writes(self, context: RunContext) -> list[str]:
-        return [*[layout.converted(name) for name in model_files(context.config).values()], layout.LABELS, layout.META]
+        reference = [layout.CALIBRATED_FLOAT_TFLITE] if is_post_training_int8(context.config) else []
+        return [*[layout.converted(name) for name in model_files(context.config).values()], *reference,
+                layout.LABELS, layout.META]
 
     def run(self, context: RunContext) -> ConvertSummary:
         from pipeline.convert_verify import convert_and_verify
@@ -68,7 +76,8 @@ class ConvertStage(Stage):
             model = load_model(context.path(context.model_file))
         result = convert_and_verify(model, context.data, context.run_dir, quantization=config.quantize,
                                     io_dtype=config.io_dtype, sparse=config.sparsify, model_name=config.model,
-                                    scores=config.scores)
+                                    scores=config.scores, remedies=config.int8_remedies,
+                                    min_agreement=config.int8_min_agreement)
         return ConvertSummary.from_dict(result.to_dict())
 
     def metrics(self, result: ConvertSummary, context: RunContext) -> dict[str, Any]:

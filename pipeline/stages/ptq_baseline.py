@@ -36,7 +36,8 @@ class PtqBaselineStage(Stage):
 
         result = post_training_baseline(load_model(context.path(context.model_file)), context.data,
                                         context.path(layout.PTQ_BASELINE_TFLITE), context.config.io_dtype,
-                                        context.config.scores)
+                                        context.config.scores, context.config.int8_remedies,
+                                        context.config.int8_min_agreement)
         return PtqBaselineSummary(**result, path=layout.PTQ_BASELINE_TFLITE)
 
     def log_result(self, result: PtqBaselineSummary, context: RunContext) -> None:
