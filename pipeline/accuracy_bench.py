@@ -33,6 +33,8 @@ from absl import app, flags
 
 from export import layout
 from export.files import write_json_atomic, write_text_atomic
+from pipeline.accuracy_report import (channels_row, distillation_row, markdown_report, prune_2_4_row,
+                                      quantization_row)
 
 SUITES = ("quantization", "distillation", "prune_2_4", "channels")
 QUANTIZATION_NETWORKS = (  # (network, width): widths chosen to keep the suite within a CPU budget
@@ -53,13 +55,8 @@ CHANNEL_PRUNING_CUTS = {"channels": ("--prune_ratio", 0.3, "gamma"), "channels_m
                         "channels_macs70_per_mac": ("--target_macs", 0.7, "gamma_per_mac"),
                         "channels_macs60": ("--target_macs", 0.6, "gamma")}
 
-PTQ_MAX_LOSS, QAT_MAX_LOSS, PRUNE_2_4_MAX_LOSS, CHANNELS_MAX_LOSS = 0.010, 0.005, 0.015, 0.010
-# int8 PTQ's top-1 agreement with its float model: at least PTQ_MIN_AGREEMENT, or PTQ_MIN_AGREEMENT_STRONG where
-# the float model is above STRONG_FLOAT (a better model has fewer borderline images to flip).
-PTQ_MIN_AGREEMENT, PTQ_MIN_AGREEMENT_STRONG, STRONG_FLOAT = 0.95, 0.97, 0.65
 PTQ_AGREEMENT_FILE = "ptq_agreement.json"  # written into a quantization run's directory by this bench
 DEFAULT_VAL_SPLIT = 0.2  # pipeline.run's default
-CHANNELS_MIN_MAC_CUT, CHANNELS_MIN_LATENCY_CUT = 0.30, 0.20
 EXIT_BAD_INPUT = 2
 
 
@@ -176,23 +173,6 @@ def run_experiment(experiment: Experiment, settings: BenchSettings) -> dict[str,
             "command": " ".join(command(experiment, settings)[1:])}
 
 
-# ------------------------------------------------------------------------------------------------ targets
-
-
-def quantization_row(result: dict[str, Any], ptq_agreement: float) -> dict[str, Any]:
-    """One quantization run's targets; `ptq_agreement` is the int8 PTQ model's top-1 agreement with its float model
-    on the held-out images."""
-    comparison = result["metrics"]["qat_comparison"]
-    float_accuracy = comparison["float_before_qat"]
-    ptq_loss, qat_loss = float_accuracy - comparison["int8_ptq"], float_accuracy - comparison["int8_qat"]
-    min_agreement = PTQ_MIN_AGREEMENT_STRONG if float_accuracy > STRONG_FLOAT else PTQ_MIN_AGREEMENT
-    return {"seed": result["metrics"]["training"]["seed"], "float": float_accuracy,
-            "int8_ptq": comparison["int8_ptq"], "int8_qat": comparison["int8_qat"],
-            "ptq_loss": ptq_loss, "qat_loss": qat_loss, "ptq_agreement": ptq_agreement,
-            "ptq_min_agreement": min_agreement, "ptq_target_met": ptq_loss <= PTQ_MAX_LOSS,
-            "ptq_agreement_met": ptq_agreement >= min_agreement, "qat_target_met": qat_loss <= QAT_MAX_LOSS}
-
-
 def ptq_agreement(run_dir: Path, settings: BenchSettings, seed: int) -> float:
     """Top-1 agreement of a quantization run's int8 PTQ model with its trained float model on the run's held-out
     images (the run reloads its data with its seed), measured once and kept in the run directory."""
@@ -210,53 +190,6 @@ def ptq_agreement(run_dir: Path, settings: BenchSettings, seed: int) -> float:
     value = agreement(TFLiteClassifier(run_dir / PTQ_BASELINE_FILE).logits(images), float_logits)
     write_json_atomic(cached, {"agreement": value, "num_images": len(images)})
     return value
-
-
-def distillation_row(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One student over its seeds: mean accuracies, each seed's gain; met only if every seed gains."""
-    runs = [result["metrics"]["distillation"] for result in results]
-    distilled = [run["student_distilled_val_accuracy"] for run in runs]
-    alone = [run["student_alone_val_accuracy"] for run in runs]
-    gains = [d - a for d, a in zip(distilled, alone)]
-    return {"teacher": runs[0]["teacher_val_accuracy"], "distilled": sum(distilled) / len(runs),
-            "alone": sum(alone) / len(runs), "gain": sum(gains) / len(runs), "gains": gains,
-            "seeds": [result["metrics"]["training"]["seed"] for result in results], "target_met": min(gains) > 0}
-
-
-def prune_2_4_row(result: dict[str, Any]) -> dict[str, Any]:
-    before = result["stage_summaries"]["train"]["val_accuracy"]
-    after = result["stage_summaries"]["prune"]["val_accuracy"]
-    metrics = result["metrics"]
-    return {"float": before, "pruned": after, "pruned_int8": metrics["accuracy"]["tflite_quantized"],
-            "sparsity": metrics["sparsity"]["overall"], "loss": before - after,
-            "target_met": before - after <= PRUNE_2_4_MAX_LOSS}
-
-
-def channels_row(pruned: dict[str, Any], baseline: dict[str, Any], latency: dict[str, float],
-                 latency_224: dict[str, float] | None = None, cpu_time: dict[str, float] | None = None,
-                 cpu_time_224: dict[str, float] | None = None) -> dict[str, Any]:
-    """The channel-pruning targets of one cut; the latencies are wall-clock medians (ms) by "baseline"/"pruned",
-    and the optional CPU times those of the inference thread, which time lent to other processes does not move."""
-    metrics, base = pruned["metrics"], baseline["metrics"]
-    mac_cut = 1 - metrics["macs"] / metrics["macs_before_pruning"]
-    loss = base["accuracy"]["keras_float"] - metrics["accuracy"]["keras_float"]
-    latency_cut = 1 - latency["pruned"] / latency["baseline"]
-    return {
-        "macs_before": metrics["macs_before_pruning"], "macs_after": metrics["macs"],
-        "params_before": metrics["params_before_pruning"], "params_after": metrics["params"],
-        "mac_cut": mac_cut, "baseline_float": base["accuracy"]["keras_float"],
-        "pruned_float": metrics["accuracy"]["keras_float"], "baseline_int8": base["accuracy"]["tflite_quantized"],
-        "pruned_int8": metrics["accuracy"]["tflite_quantized"], "loss": loss,
-        "int8_latency_ms_before": latency["baseline"], "int8_latency_ms_after": latency["pruned"],
-        "latency_cut": latency_cut,
-        "int8_latency_ms_224": latency_224,
-        "latency_cut_224": 1 - latency_224["pruned"] / latency_224["baseline"] if latency_224 else None,
-        "int8_cpu_time_ms": cpu_time, "int8_cpu_time_ms_224": cpu_time_224,
-        "cpu_time_cut": 1 - cpu_time["pruned"] / cpu_time["baseline"] if cpu_time else None,
-        "cpu_time_cut_224": 1 - cpu_time_224["pruned"] / cpu_time_224["baseline"] if cpu_time_224 else None,
-        "target_met": mac_cut >= CHANNELS_MIN_MAC_CUT and loss <= CHANNELS_MAX_LOSS
-        and latency_cut >= CHANNELS_MIN_LATENCY_CUT,
-    }
 
 
 def at_resolution(model, image_size: int):
@@ -341,96 +274,6 @@ def run_benchmark(settings: BenchSettings, suites: Sequence[str]) -> dict[str, A
         "rows": rows,
         "runs": {name: {"command": result["command"], "metrics": result["metrics"]} for name, result in results.items()},
     }
-
-
-# ------------------------------------------------------------------------------------------------ report
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
-
-
-def _points(value: float) -> str:
-    return f"{100 * value:+.1f}"
-
-
-def _met(flag: bool) -> str:
-    return "yes" if flag else "**no**"
-
-
-def _network(row: dict[str, Any]) -> str:
-    return f"{row['model']} {row['width']:g}"
-
-
-def _cpu_cut(cut: float | None) -> str:
-    return "" if cut is None else f"; CPU time −{100 * cut:.1f}%"
-
-
-def _channels_cells(r: dict[str, Any]) -> list[str]:
-    return [f"{_network(r)} ({r['cut']})",
-            f"{r['macs_before'] / 1e6:.1f} → {r['macs_after'] / 1e6:.1f} (−{100 * r['mac_cut']:.1f}%)",
-            f"{r['params_before']:,} → {r['params_after']:,}", f"{_pct(r['baseline_float'])} / {_pct(r['pruned_float'])}",
-            _points(r["loss"]), f"{_pct(r['baseline_int8'])} / {_pct(r['pruned_int8'])}",
-            f"{r['int8_latency_ms_before']:.3f} → {r['int8_latency_ms_after']:.3f} (−{100 * r['latency_cut']:.1f}%"
-            f"{_cpu_cut(r.get('cpu_time_cut'))})",
-            (f"{r['int8_latency_ms_224']['baseline']:.2f} → {r['int8_latency_ms_224']['pruned']:.2f} "
-             f"(−{100 * r['latency_cut_224']:.1f}%{_cpu_cut(r.get('cpu_time_cut_224'))})"
-             if r.get("int8_latency_ms_224") else "—"),
-            _met(r["target_met"])]
-
-
-# suite -> (section title, columns as (name, numeric), a row's cells)
-_TABLES = {
-    "quantization": (
-        "int8 quantization (loss = float − int8, in points)",
-        [("network", False), ("seed", True), ("float", True), ("int8 PTQ", True), ("PTQ loss", True),
-         ("≤ 1.0?", False), ("PTQ agreement", True), ("≥ 95 (97)?", False), ("int8 QAT", True), ("QAT loss", True),
-         ("≤ 0.5?", False)],
-        lambda r: [_network(r), str(r["seed"]), _pct(r["float"]), _pct(r["int8_ptq"]), _points(r["ptq_loss"]),
-                   _met(r["ptq_target_met"]), _pct(r["ptq_agreement"]), _met(r["ptq_agreement_met"]),
-                   _pct(r["int8_qat"]), _points(r["qat_loss"]), _met(r["qat_target_met"])],
-    ),
-    "distillation": (
-        f"Distillation from {TEACHER[0]} {TEACHER[1]:g} (Keras float)",
-        [("student", False), ("seeds", False), ("teacher", True), ("distilled (mean)", True),
-         ("alone, same epochs (mean)", True), ("gain per seed", False), ("beats alone at every seed?", False)],
-        lambda r: [_network(r), ", ".join(map(str, r["seeds"])), _pct(r["teacher"]), _pct(r["distilled"]),
-                   _pct(r["alone"]), " / ".join(_points(gain) for gain in r["gains"]), _met(r["target_met"])],
-    ),
-    "prune_2_4": (
-        "2:4 pruning (Keras float before and after fine-tuning)",
-        [("network", False), ("float", True), ("2:4 pruned", True), ("sparsity", True), ("loss", True),
-         ("≤ 1.5?", False), ("pruned int8", True)],
-        lambda r: [_network(r), _pct(r["float"]), _pct(r["pruned"]), f"{r['sparsity']:.3f}", _points(r["loss"]),
-                   _met(r["target_met"]), _pct(r["pruned_int8"])],
-    ),
-    "channels": (
-        "Channel pruning (Network Slimming) vs the unpruned network trained for the same total epochs",
-        [("network", False), ("MACs (M) before → after", False), ("params before → after", False),
-         ("float: unpruned / pruned", False), ("loss", True), ("int8: unpruned / pruned", False),
-         ("int8 ms before → after", False), ("int8 ms at 224 before → after", False), ("targets met?", False)],
-        _channels_cells,
-    ),
-}
-
-
-def markdown_report(report: dict[str, Any]) -> str:
-    settings, rows = report["settings"], report["rows"]
-    lines = [
-        f"# Accuracy targets on {settings['dataset']}",
-        "",
-        f"{settings['image_size']}×{settings['image_size']} px, {settings['epochs']} training epochs from scratch, "
-        f"{settings['fine_tune_epochs']} epochs of QAT / pruning fine-tuning, batch {settings['batch_size']}, seed "
-        f"{settings['seed']}; top-1 in % on the held-out split. Created {report['created']} in {report['seconds']} s.",
-    ]
-    for suite, (title, columns, cells) in _TABLES.items():
-        if rows.get(suite):
-            lines += ["", f"## {title}", "", "| " + " | ".join(name for name, _ in columns) + " |",
-                      "|" + "|".join("---:" if numeric else "---" for _, numeric in columns) + "|",
-                      *["| " + " | ".join(cells(row)) + " |" for row in rows[suite]]]
-    lines += ["", "Every number comes from the run directories under "
-              f"`{settings['output_dir']}` ({layout.METRICS}, {layout.LEDGER}); the commands are in accuracy_bench.json."]
-    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------ CLI

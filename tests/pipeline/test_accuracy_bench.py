@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import accuracy_bench as ab
+from pipeline import accuracy_report as ar
 
 SETTINGS = ab.BenchSettings(dataset="/data", output_dir=Path("/out"), image_size=64, epochs=8, fine_tune_epochs=2,
                             batch_size=64, seed=0)
@@ -42,12 +43,12 @@ def _distillation_result(seed, distilled, alone):
 
 
 def test_distillation_beats_alone_only_if_every_seed_gains():
-    row = ab.distillation_row([_distillation_result(0, 0.50, 0.49), _distillation_result(1, 0.52, 0.50)])
+    row = ar.distillation_row([_distillation_result(0, 0.50, 0.49), _distillation_result(1, 0.52, 0.50)])
     assert row["target_met"] and row["seeds"] == [0, 1]
     assert row["gains"] == pytest.approx([0.01, 0.02]) and row["gain"] == pytest.approx(0.015)
     assert row["distilled"] == pytest.approx(0.51) and row["alone"] == pytest.approx(0.495)
     # A mean gain carried by one lucky seed does not count.
-    assert not ab.distillation_row([_distillation_result(0, 0.55, 0.49), _distillation_result(1, 0.49, 0.50)])[
+    assert not ar.distillation_row([_distillation_result(0, 0.55, 0.49), _distillation_result(1, 0.49, 0.50)])[
         "target_met"]
 
 
@@ -98,7 +99,7 @@ def _quantization_result(float_accuracy, ptq, qat, seed=0):
 
 @pytest.mark.parametrize("ptq, qat, ptq_met, qat_met", [(0.795, 0.797, True, True), (0.785, 0.794, False, False)])
 def test_quantization_targets(ptq, qat, ptq_met, qat_met):
-    row = ab.quantization_row(_quantization_result(0.80, ptq, qat), ptq_agreement=0.98)
+    row = ar.quantization_row(_quantization_result(0.80, ptq, qat), ptq_agreement=0.98)
     assert (row["ptq_target_met"], row["qat_target_met"]) == (ptq_met, qat_met)
     assert row["ptq_loss"] == pytest.approx(0.80 - ptq)
 
@@ -106,7 +107,7 @@ def test_quantization_targets(ptq, qat, ptq_met, qat_met):
 @pytest.mark.parametrize("float_accuracy, agreement, met", [(0.80, 0.965, False), (0.80, 0.97, True),
                                                             (0.60, 0.955, True), (0.60, 0.94, False)])
 def test_the_agreement_goal_is_stricter_for_a_stronger_float_model(float_accuracy, agreement, met):
-    row = ab.quantization_row(_quantization_result(float_accuracy, float_accuracy, float_accuracy), agreement)
+    row = ar.quantization_row(_quantization_result(float_accuracy, float_accuracy, float_accuracy), agreement)
     assert row["ptq_agreement_met"] is met and row["ptq_agreement"] == agreement
 
 
@@ -121,31 +122,31 @@ def test_channel_targets_need_all_three_cuts():
                             "accuracy": {"keras_float": accuracy, "tflite_quantized": accuracy}}}
 
     baseline = result(100, 100, 0.80)
-    met = ab.channels_row(result(65, 100, 0.795), baseline, {"pruned": 7.0, "baseline": 10.0})
+    met = ar.channels_row(result(65, 100, 0.795), baseline, {"pruned": 7.0, "baseline": 10.0})
     assert met["target_met"] and met["mac_cut"] == pytest.approx(0.35)
-    slow = ab.channels_row(result(65, 100, 0.795), baseline, {"pruned": 9.0, "baseline": 10.0})
+    slow = ar.channels_row(result(65, 100, 0.795), baseline, {"pruned": 9.0, "baseline": 10.0})
     assert not slow["target_met"] and slow["latency_cut"] == pytest.approx(0.1)
-    worse = ab.channels_row(result(65, 100, 0.78), baseline, {"pruned": 7.0, "baseline": 10.0})
+    worse = ar.channels_row(result(65, 100, 0.78), baseline, {"pruned": 7.0, "baseline": 10.0})
     assert not worse["target_met"]
     # The inference thread's CPU time is reported beside the wall-clock latency (a shared machine moves the latter).
-    timed = ab.channels_row(result(65, 100, 0.795), baseline, {"pruned": 7.0, "baseline": 10.0},
+    timed = ar.channels_row(result(65, 100, 0.795), baseline, {"pruned": 7.0, "baseline": 10.0},
                             cpu_time={"pruned": 6.0, "baseline": 8.0})
     assert timed["cpu_time_cut"] == pytest.approx(0.25) and met["cpu_time_cut"] is None
     report = {"settings": {**SETTINGS.__dict__, "output_dir": "/out"}, "created": "now", "seconds": 1.0,
               "rows": {"channels": [{"model": "mobilenet_v2", "width": 1.0, "cut": "ratio 0.3", **timed}]}}
-    assert "| 10.000 → 7.000 (−30.0%; CPU time −25.0%) | — | yes |" in ab.markdown_report(report)
+    assert "| 10.000 → 7.000 (−30.0%; CPU time −25.0%) | — | yes |" in ar.markdown_report(report)
 
 
 def test_report_has_a_table_per_suite_that_ran():
     report = {"settings": {**SETTINGS.__dict__, "output_dir": "/out"}, "created": "now", "seconds": 1.0,
               "rows": {"quantization": [{"model": "mobilenet_v2", "width": 1.0,
-                                         **ab.quantization_row(_quantization_result(0.8, 0.792, 0.8), 0.96)}]}}
-    text = ab.markdown_report(report)
+                                         **ar.quantization_row(_quantization_result(0.8, 0.792, 0.8), 0.96)}]}}
+    text = ar.markdown_report(report)
     assert "| mobilenet_v2 1 | 0 | 80.0 | 79.2 | +0.8 | yes | 96.0 | **no** | 80.0 | +0.0 | yes |" in text
     assert "Distillation" not in text
-    report["rows"] = {"distillation": [{"model": "shufflenet_v2", "width": 0.5, **ab.distillation_row(
+    report["rows"] = {"distillation": [{"model": "shufflenet_v2", "width": 0.5, **ar.distillation_row(
         [_distillation_result(0, 0.50, 0.49), _distillation_result(1, 0.49, 0.50)])}]}
-    assert "| shufflenet_v2 0.5 | 0, 1 | 65.0 | 49.5 | 49.5 | +1.0 / -1.0 | **no** |" in ab.markdown_report(report)
+    assert "| shufflenet_v2 0.5 | 0, 1 | 65.0 | 49.5 | 49.5 | +1.0 / -1.0 | **no** |" in ar.markdown_report(report)
 
 
 def test_a_trained_network_is_timed_at_another_resolution_with_its_weights(tmp_path):

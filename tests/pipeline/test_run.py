@@ -115,6 +115,11 @@ def test_end_to_end_with_an_interruption_then_resume_then_nothing_to_do(monkeypa
             check = metrics["client_check"]["mediapipe"][artifact]
             assert check["agreement"] >= 0.995 and 0 <= check["min_score"] <= check["max_score"] <= 1
             assert metrics["accuracy"][f"mediapipe_{artifact}"] == metrics["accuracy"][f"tflite_{artifact}"]
+    report = metrics["quantization_report"]  # where the int8 model loses its float model's answers
+    assert report["num_images"] == metrics["dataset"]["num_val"] and 0 <= report["top1_agreement"] <= 1
+    assert report["layers"] and report["remedies"]["remedies_ran"] is False  # too few images left to judge them
+    assert "## int8 quantization report" in (run_dir / "report.md").read_text()
+    assert (run_dir / "quantization_error.png").read_bytes().startswith(b"\x89PNG")
     assert set(metrics["size_bytes"]) == {"float32", "quantized"}
     assert metrics["size_bytes"]["quantized"] < metrics["size_bytes"]["float32"]
     assert metrics["dataset"]["skipped_files"] == 1 and metrics["params"] > 0 and metrics["macs"] > 0
