@@ -19,10 +19,10 @@ def shifted_int8_and_reference():
     means move. (The dense layer gets a bias: the converter drops an all-zero one, and there is nothing to shift.)"""
     keras.utils.set_random_seed(1)
     inputs = keras.Input(tiny.IMAGE_SHAPE)
-    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, activation="relu")(inputs))
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.Conv2D(8, 3, activation="relu")(inputs))
     logits = keras.layers.Dense(tiny.NUM_CLASSES, bias_initializer=keras.initializers.Constant(0.1))(features)
     _, reference = to_int8_with_float_reference(keras.Model(inputs, logits), tiny.images(16, seed=3))
-    return quantize_calibrated(_with_range_shrunk(reference, "global_average_pooling2d/Mean", 0.3), tf.int8), reference
+    return quantize_calibrated(_with_range_shrunk(reference, "pool/Mean", 0.3), tf.int8), reference
 
 
 def _mean_logit_shift(int8_model: bytes, reference: bytes, images: np.ndarray) -> float:

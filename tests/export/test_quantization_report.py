@@ -21,6 +21,9 @@ from export.quantization_report import (
 
 @pytest.fixture(scope="module")
 def int8_and_reference():
+    import tf_keras as keras
+
+    keras.backend.clear_session()  # layer names (conv2d_1, ...) count from zero whatever ran before in this process
     return to_int8_with_float_reference(tiny.classifier("hard_swish"), tiny.images(16, seed=3))
 
 

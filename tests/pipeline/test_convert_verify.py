@@ -19,18 +19,20 @@ def test_int8_run_writes_every_artifact_with_consistent_metrics(float_network, t
     result = convert_and_verify(float_network, tiny_data, tmp_path, quantization="int8", io_dtype="uint8",
                                 sparse=False, model_name="mobilenet_v1").to_dict()
 
-    assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "labels.txt", "model_float32.tflite", "model_int8.tflite", "model_meta.json"]
+    # The models as converted go into converted/ (the metadata stage writes the deployable ones beside them).
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["converted", "labels.txt", "model_meta.json"]
+    assert sorted(path.name for path in (tmp_path / "converted").iterdir()) == [
+        "model_calibrated_float32.tflite", "model_float32.tflite", "model_int8.tflite"]
     meta = read_meta(tmp_path / "model_meta.json")
     assert meta["model_file"] == result["paths"]["app_model"] == "model_int8.tflite"
-    check_meta_matches_tflite(meta, tmp_path / meta["model_file"])
+    check_meta_matches_tflite(meta, tmp_path / "converted" / meta["model_file"])
     assert meta["input"]["dtype"] == "uint8" and meta["labels"] == tiny_data.class_names
     assert (tmp_path / "labels.txt").read_text().splitlines() == tiny_data.class_names
 
     assert all(0.0 <= value <= 1.0 for value in result["accuracy"].values())
     assert 0.0 <= result["agreement_quantized_vs_float"] <= 1.0
-    assert result["size_bytes"] == {"float32": (tmp_path / "model_float32.tflite").stat().st_size,
-                                    "quantized": (tmp_path / "model_int8.tflite").stat().st_size}
+    assert result["size_bytes"] == {"float32": (tmp_path / "converted" / "model_float32.tflite").stat().st_size,
+                                    "quantized": (tmp_path / "converted" / "model_int8.tflite").stat().st_size}
     assert result["size_bytes"]["quantized"] < result["size_bytes"]["float32"] / 2
     assert result["checks"] == {"meta_matches_tflite": True, "integer_only": True} and result["passed"]
     assert result["op_histogram"]["float32"]["CONV_2D"] == result["op_histogram"]["quantized"]["CONV_2D"] == 15
@@ -49,12 +51,12 @@ def test_tflite_float32_reproduces_the_keras_model(float_network, tiny_data, tmp
                                 sparse=False, model_name="mobilenet_v1")
 
     images, _ = tiny_data.val_arrays()
-    np.testing.assert_allclose(TFLiteClassifier(tmp_path / "model_float32.tflite").logits(images),
+    np.testing.assert_allclose(TFLiteClassifier(tmp_path / "converted" / "model_float32.tflite").logits(images),
                                float_network.predict(images, verbose=0), atol=1e-4)
     assert result.accuracy_tflite_float32 == result.accuracy_keras
     assert result.accuracy_tflite_quantized is None and result.size_bytes_quantized is None
     assert result.paths["app_model"] == "model_float32.tflite"
-    assert not (tmp_path / "model_int8.tflite").exists()
+    assert not (tmp_path / "converted" / "model_int8.tflite").exists()
 
 
 def test_xnnpack_pruned_model_is_stored_sparse(tiny_data, tmp_path):
@@ -80,7 +82,7 @@ def test_xnnpack_pruned_model_is_stored_sparse(tiny_data, tmp_path):
 def test_unknown_quantization_is_refused(float_network, tiny_data, tmp_path):
     from pipeline.convert_verify import convert_and_verify
 
-    with pytest.raises(ValueError, match="choose one of: none, float16, dynamic, int8"):
+    with pytest.raises(ValueError, match="choose one of: int8, float16, dynamic, none"):
         convert_and_verify(float_network, tiny_data, tmp_path, quantization="int4", io_dtype="int8", sparse=False,
                            model_name="mobilenet_v1")
     assert not list(tmp_path.iterdir())

@@ -45,7 +45,7 @@ def test_pruned_model_keeps_its_zeros_through_qat_and_converts_to_an_integer_onl
     assert set(result["op_histogram"]["quantized"]) <= {"CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "MEAN",
                                                         "FULLY_CONNECTED", "ADD"}
     assert result["keras_model"] == "quantization_aware"  # its "Keras float" accuracy is the QAT model's own
-    assert (tmp_path / "model_float32.tflite").is_file()  # from the same weights without fake-quant wrappers
+    assert (tmp_path / "converted" / "model_float32.tflite").is_file()  # from the same weights without fake-quant wrappers
 
 
 def test_float_model_inside_a_qat_model_has_the_original_weights(tiny_data):
