@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 
 from export import layout
 from export.files import new_file_mode
@@ -68,8 +67,6 @@ MANIFEST = Path("app/src/main/AndroidManifest.xml")
 SAMPLE_IMAGE = "sample_image.png"
 SAMPLE_EXPECTED = "sample_expected.json"
 EXIT_PACKAGING_ERROR = 2
-# The name of the metadata entry the TFLite Model Metadata lives in (metadata_schema.fbs); clients look it up by name.
-TFLITE_METADATA = "TFLITE_METADATA"
 # What MediaPipe's ImageClassifier takes as an image input tensor (image_tensor_specs): int8 is refused outright.
 CLIENT_INPUT_DTYPES = ("uint8", "float32")
 _SAMPLE_CANDIDATES = 16
@@ -255,35 +252,12 @@ def model_mismatches(meta: dict[str, Any], model: bytes, meta_describes_model: b
 
 def check_metadata(model: bytes, num_classes: int, model_name: str = "model") -> None:
     """Raise `MissingMetadataError` unless the model carries TFLite Model Metadata a classifier client can use."""
+    from export.metadata import check_classifier_metadata
+
     try:
-        from export.metadata import check_classifier_metadata  # the shared check, beside the metadata writer
-    except ImportError:
-        check_classifier_metadata = None
-    if check_classifier_metadata is not None:
-        try:
-            check_classifier_metadata(model, num_classes)
-        except ValueError as error:
-            raise MissingMetadataError(f"{model_name}: {str(error).splitlines()[0]}") from None
-        return
-    # Until export.metadata exists: the minimal check that a metadata entry is there at all.
-    if TFLITE_METADATA not in metadata_names(model):
-        raise MissingMetadataError(
-            f"{model_name} carries no TFLite Model Metadata (no {TFLITE_METADATA!r} entry), so MediaPipe's "
-            f"ImageClassifier cannot read its normalization or labels; re-run the pipeline so its metadata stage "
-            f"writes it."
-        )
-
-
-def metadata_names(model: bytes) -> list[str]:
-    """The names of the flatbuffer's metadata entries (e.g. "min_runtime_version", "TFLITE_METADATA")."""
-    if len(model) < 8 or not schema.Model.ModelBufferHasIdentifier(model, 0):
-        raise PackagingError("The model is not a TFLite flatbuffer (no 'TFL3' identifier); pass a .tflite file.")
-    parsed = schema.Model.GetRootAs(model, 0)
-    names = []
-    for index in range(parsed.MetadataLength()):
-        name = parsed.Metadata(index).Name()
-        names.append(name.decode("utf-8", errors="replace") if name else "")
-    return names
+        check_classifier_metadata(model, num_classes)
+    except ValueError as error:
+        raise MissingMetadataError(f"{model_name}: {str(error).splitlines()[0]}") from None
 
 
 def expected_prediction(model: bytes, meta: dict[str, Any], image: np.ndarray, interpreter=None) -> dict[str, Any]:

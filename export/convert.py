@@ -180,11 +180,11 @@ def _convert(model, quantization, representative_images, io_dtype, sparse, score
             # TFLite's calibrator mis-records some ranges (export/calibration.py): re-measured before quantizing.
             float_softmax = probabilities and io_dtype == "float32"
             calibrated = calibrate(converter, range_method,
-                                   input_range=pixel_input_range(pixel_range) if pixel_range else None)
+                                   input_range=_input_range(pixel_range, io_dtype))
             flatbuffer = quantize_calibrated(calibrated, tf.as_dtype(io_dtype),
                                              float_ops=("SOFTMAX",) if float_softmax else ())
         else:
-            qat_input_range = pixel_input_range(pixel_range) if pixel_range and quantization_aware else None
+            qat_input_range = _input_range(pixel_range, io_dtype) if quantization_aware else None
             with _input_quantizer_range(model, qat_input_range):
                 flatbuffer = bytes(converter.convert())
     except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError, ...
@@ -194,6 +194,15 @@ def _convert(model, quantization, representative_images, io_dtype, sparse, score
     if quantization == "int8" and representative_images is None:
         _check_integer_only(flatbuffer, float_io=io_dtype == "float32")
     return flatbuffer, calibrated
+
+
+def _input_range(pixel_range: tuple[float, float] | None, io_dtype: str) -> tuple[float, float] | None:
+    """The int8 input's range: a float32 input's is widened off the rounding boundaries
+    (export.calibration.pixel_input_range); an integer input takes the pixels as they are, so its quantization must
+    be the normalization exactly (scale 1/std)."""
+    if pixel_range is None:
+        return None
+    return pixel_input_range(pixel_range) if io_dtype == "float32" else (float(pixel_range[0]), float(pixel_range[1]))
 
 
 def _converter_for(model: keras.Model, input_shape: tuple[int, ...], probabilities: bool) -> tf.lite.TFLiteConverter:

@@ -5,13 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 import pytest
-from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
 import tiny_tflite_models as tiny
+from export.metadata import write_classifier_metadata
 from png_decoding import decode_png
 from export import android
 from export.android import (
@@ -19,7 +18,6 @@ from export.android import (
     MissingMetadataError,
     PackagingError,
     PackagingMismatchError,
-    metadata_names,
     package,
     png_bytes,
 )
@@ -34,21 +32,8 @@ TEST_ASSETS = Path("app/src/androidTest/assets")
 
 
 def with_metadata(model: bytes) -> bytes:
-    """The model with a stand-in "TFLITE_METADATA" entry: all the local check in export.android looks for.
-
-    Once export.metadata (the metadata writer and its `check_classifier_metadata`) is in the tree, write real
-    metadata here with it instead."""
-    parsed = schema.ModelT.InitFromPackedBuf(model, 0)
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(b"stand-in metadata", np.uint8)
-    parsed.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = android.TFLITE_METADATA
-    entry.buffer = len(parsed.buffers) - 1
-    parsed.metadata = list(parsed.metadata or []) + [entry]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(parsed.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    """The model with the TFLite Model Metadata the pipeline's metadata stage writes."""
+    return write_classifier_metadata(model, name="tiny", labels=LABELS, mean=127.5, std=127.5)
 
 
 def make_app(tmp_path: Path) -> Path:
@@ -69,7 +54,7 @@ def make_run(tmp_path: Path, quantization: str = "int8", io_dtype: str = "uint8"
     shipped = run / "model_float32.tflite"
     if quantization != "none":
         shipped = run / f"model_{quantization}.tflite"
-        shipped.write_bytes(stamp(tiny.converted("plain", quantization, io_dtype)))
+        shipped.write_bytes(stamp(tiny.converted("plain", quantization, io_dtype, pixel_range=(-1.0, 1.0))))
     extra = dict(meta_extra)
     if model_file:
         extra["model_file"] = model_file
@@ -186,8 +171,6 @@ def _expect_refusal(run, app, error_type, *fragments):
 def test_a_model_without_metadata_is_refused(tmp_path):
     run, app = make_run(tmp_path, metadata=False), make_app(tmp_path)
     _expect_refusal(run, app, MissingMetadataError, "model_int8.tflite", "no TFLite Model Metadata")
-    assert android.TFLITE_METADATA not in metadata_names((run / "model_int8.tflite").read_bytes())
-    assert android.TFLITE_METADATA in metadata_names(with_metadata((run / "model_int8.tflite").read_bytes()))
 
 
 def test_an_int8_input_model_is_refused_as_the_client_would(tmp_path):
@@ -248,11 +231,6 @@ def test_missing_run_dir_wrong_app_dir_and_invalid_meta(tmp_path):
         package(run, app)
 
 
-def test_not_a_flatbuffer():
-    with pytest.raises(PackagingError, match="not a TFLite flatbuffer"):
-        metadata_names(b"PK\x03\x04 a zip, not a model")
-
-
 def test_interrupted_staging_leaves_the_app_untouched(tmp_path, monkeypatch):
     run, app = make_run(tmp_path), make_app(tmp_path)
     package(run, app)
@@ -302,7 +280,7 @@ def test_cli_packages_and_exits_2_with_one_line_on_a_model_without_metadata(tmp_
     assert done.returncode == 0, done.stderr
     assert "packaged model_int8.tflite" in done.stdout and (app / MAIN_ASSETS / "cli.tflite").is_file()
 
-    (run / "model_int8.tflite").write_bytes(tiny.converted("plain", "int8", "uint8"))  # metadata stripped
+    (run / "model_int8.tflite").write_bytes(tiny.converted("plain", "int8", "uint8", pixel_range=(-1.0, 1.0)))  # no metadata
     failed = _cli("--run_dir", str(run), "--app_dir", str(app))
     assert failed.returncode == 2
     error_lines = [line for line in failed.stderr.splitlines() if line.strip()]
