@@ -180,14 +180,13 @@ def ptq_agreement(run_dir: Path, settings: BenchSettings, seed: int) -> float:
     if cached.is_file():
         return float(json.loads(cached.read_text())["agreement"])
     from export.evaluate import TFLiteClassifier, agreement
-    from pipeline.convert_verify import PTQ_BASELINE_FILE
     from pipeline.data import load_data
     from pipeline.train import load_model
 
     data = load_data(settings.dataset, settings.image_size, settings.batch_size, settings.val_split, seed)
     images, _ = data.val_arrays()
-    float_logits = load_model(run_dir / "model.keras").predict(images, batch_size=128, verbose=0)
-    value = agreement(TFLiteClassifier(run_dir / PTQ_BASELINE_FILE).logits(images), float_logits)
+    float_logits = load_model(run_dir / layout.TRAINED_MODEL).predict(images, batch_size=128, verbose=0)
+    value = agreement(TFLiteClassifier(run_dir / layout.PTQ_BASELINE_TFLITE).logits(images), float_logits)
     write_json_atomic(cached, {"agreement": value, "num_images": len(images)})
     return value
 

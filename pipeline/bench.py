@@ -167,15 +167,17 @@ def build_and_convert(config: BenchConfig, converter: Callable | None = None) ->
         # float16 is written for the GPU-delegate check only (the GPU delegate runs float models; timing is on the CPU).
         paths = {precision: tflite_dir / f"{name}_{precision}.tflite" for precision in (*PRECISIONS, "float16")}
         for precision, path in paths.items():
-            if config.reuse_tflite and path.is_file():
+            if config.reuse_tflite and (path.is_file() or precision not in PRECISIONS):  # a timing-only rerun
                 continue
             flatbuffer = converter(model, _QUANTIZATION.get(precision, precision),
                                    representative_images=images if precision == "int8" else None)
             write_bytes_atomic(path, zoo_metadata(flatbuffer, name, config.num_classes))
-        gpu = {precision: check_gpu_compatibility(paths[precision]).as_dict() for precision in ("float32", "float16")}
+        gpu = {precision: check_gpu_compatibility(paths[precision]).as_dict() for precision in ("float32", "float16")
+               if paths[precision].is_file()}
         rows.append({"name": name, "source": source, **complexity, "gpu": gpu,
-                     "tflite": {precision: str(path) for precision, path in paths.items()},
-                     "size_mb": {precision: path.stat().st_size / 1e6 for precision, path in paths.items()}})
+                     "tflite": {precision: str(path) for precision, path in paths.items() if path.is_file()},
+                     "size_mb": {precision: path.stat().st_size / 1e6 for precision, path in paths.items()
+                                 if path.is_file()}})
         logging.info("%s: built and converted in %.1f s", name, time.perf_counter() - started)
         del model
         keras.backend.clear_session()

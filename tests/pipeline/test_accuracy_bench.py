@@ -174,7 +174,7 @@ def test_ptq_agreement_is_measured_on_the_runs_held_out_split(tmp_path, image_fo
     from export.convert import to_tflite
     from export.evaluate import TFLiteClassifier, agreement
     from export.files import write_bytes_atomic
-    from pipeline.convert_verify import PTQ_BASELINE_FILE
+    from export.layout import PTQ_BASELINE_TFLITE
     from pipeline.train import save_model
     from tiny_networks import tiny_network
 
@@ -182,7 +182,7 @@ def test_ptq_agreement_is_measured_on_the_runs_held_out_split(tmp_path, image_fo
     save_model(model, tmp_path / "model.keras")
     images, _ = tiny_data.val_arrays()
     int8_model = to_tflite(model, "int8", representative_images=images)
-    write_bytes_atomic(tmp_path / PTQ_BASELINE_FILE, int8_model)
+    write_bytes_atomic(tmp_path / PTQ_BASELINE_TFLITE, int8_model)
     settings = ab.BenchSettings(**{**SETTINGS.__dict__, "dataset": str(image_folder), "image_size": 32,
                                    "batch_size": 8})
     expected = agreement(TFLiteClassifier(int8_model).logits(images), model.predict(images, verbose=0))
