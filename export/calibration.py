@@ -4,8 +4,8 @@ TFLite's calibrator (tensorflow/lite/tools/optimize/calibration/calibrator.cc) l
 the op has run. When the memory planner lets the op write its output into an input's buffer (binary element-wise
 ops whose input has no other consumer), that input is logged with the output's values, so its range becomes the
 union of both (tensorflow/tensorflow#127842, open). In our hard-swish `(x / 6) * relu6(x + 3)` the `x / 6` tensor
-then gets the range of the hard-swish output, about 6x too wide: measured on a trained MobileNetV3-Small 0.75
-(imagenette, 64 px) int8 top-1 fell from 66.7% (float) to 53.6%. The same happens, milder, to residual ADDs.
+then gets the range of the hard-swish output, about 6x too wide, which cost a trained MobileNetV3-Small 13 points
+of int8 top-1 (docs/design.md, "Why each non-obvious lowering exists"). The same happens, milder, to residual ADDs.
 
 So the converter is asked for its calibrated float model only (`_experimental_calibrate_only`, the path TFLite's
 own QuantizationDebugger uses), every logged range is replaced by one read off a float interpreter that keeps all
@@ -14,11 +14,8 @@ quantized from those ranges with the converter's own MLIR quantizer.
 
 The range of a tensor is not the plain min/max over every calibration image but the 1st percentile of the images'
 minima and the 99th percentile of their maxima (`RANGE_PERCENTILE`): one image with an extreme activation no
-longer widens the int8 step for all the others. Measured on trained networks (imagenette, 64 px, 200 calibration
-images, 3,925 held-out images, a point is 39 images; float -> int8 with plain min/max -> int8 with this range):
-MobileNetV3-Large 66.73 -> 65.66 -> 66.78, MobileNetV3-Small 66.17 -> 65.25 -> 65.81, ShuffleNetV2 60.41 -> 60.33
--> 60.51, MobileNetV2 64.48 -> 64.71 -> 64.74, MobileNetV1 0.5 52.33 -> 52.84 -> 52.69, ShuffleNetV1 0.5
-58.78 -> 58.73 -> 58.57. (`method="nearest"`: an interpolated percentile would still let the extreme leak in.)
+longer widens the int8 step for all the others (measured per network in docs/design.md, same section).
+(`method="nearest"`: an interpolated percentile would still let the extreme leak in.)
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Why a concrete function and not `TFLiteConverter.from_keras_model`: the latter keeps the batch dimension dynamic,
 and every Keras `Reshape` then lowers to SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE, ops XNNPACK does not take
-(96 extra ops and 33 delegate partitions in a ShuffleNet, see DESIGN.md). With a `[1, H, W, C]` signature every
+(96 extra ops and 33 delegate partitions in a ShuffleNet; docs/design.md, "Why each non-obvious lowering exists"). With a `[1, H, W, C]` signature every
 shape is static and those ops fold away.
 
 Quantization modes:
@@ -16,7 +16,7 @@ Quantization modes:
   `representative_images` (float32, already normalized the way the model was trained). A quantization-aware-trained
   model (TF-MOT `quantize_model`) already carries its ranges in fake-quant ops, so it needs no calibration data.
 `sparse=True` adds `Optimize.EXPERIMENTAL_SPARSITY`: pruned weights are stored sparse, which is what lets
-XNNPACK's sparse fp32 kernels run (DESIGN.md: >= 2/3 zeros in 1x1 convolutions).
+XNNPACK's sparse fp32 kernels run (docs/design.md, "Sparsity and slimming").
 
 Scores (`scores`): the networks output logits; `"probabilities"` appends a softmax to the converted graph, so a
 client shows scores in [0, 1] without knowing the model. In a post-training int8 model with float32 output the

@@ -63,8 +63,8 @@ class TrainResult:
 def batch_norm_momentum_for(total_steps: int) -> float:
     """BatchNorm momentum whose moving-average window (1 / (1 - m) steps) is ~1/30 of the training run.
 
-    DESIGN.md: with keras.applications' 0.999 (a 1,000-step window) a 690-step run ended at 11% held-out
-    accuracy although it trained to 99%; with 0.9 it reached 98.3%. Clipped to [0.9, 0.99], Keras' default.
+    keras.applications' 0.999 leaves a short run's moving statistics unconverged (docs/design.md, "Training
+    defaults"). Clipped to [0.9, 0.99], Keras' default.
     """
     window = min(100.0, max(10.0, total_steps / 30.0))
     return round(1.0 - 1.0 / window, 4)

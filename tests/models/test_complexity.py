@@ -187,7 +187,7 @@ def test_to_dict_is_json_ready():
     assert data["layers"][-1]["output_shape"] == [4, 4, 3]
 
 
-# ---- real networks against the papers (DESIGN.md's reference table) -----------------------------------------------
+# ---- real networks against the papers (the papers' table, docs/design.md) -----------------------------------------------
 
 
 class PaperRow(NamedTuple):

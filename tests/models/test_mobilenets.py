@@ -8,7 +8,7 @@ from models import layers, mobilenet_v3
 from models.imagenet_weights import keras_applications_model
 
 MOBILENETS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
-# keras.applications at 224x224x3, 1000 classes, width 1.0 (DESIGN.md; BatchNorm moving statistics included).
+# keras.applications at 224x224x3, 1000 classes, width 1.0 (docs/design.md; BatchNorm moving statistics included).
 KERAS_APPLICATIONS_PARAMS = {
     "mobilenet_v1": 4_253_864,
     "mobilenet_v2": 3_538_984,

@@ -69,7 +69,7 @@ class RecordEpochs(keras.callbacks.Callback):
 
 
 def test_batch_norm_momentum_follows_the_number_of_steps():
-    assert batch_norm_momentum_for(100) == 0.9  # DESIGN.md: short runs need a short window
+    assert batch_norm_momentum_for(100) == 0.9  # docs/design.md, "Training defaults": short runs need a short window
     assert batch_norm_momentum_for(690) == pytest.approx(1 - 1 / 23, abs=1e-4)
     assert batch_norm_momentum_for(10**6) == 0.99
 
