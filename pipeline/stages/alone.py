@@ -6,30 +6,20 @@ import logging
 from typing import Any
 
 from export import layout
-from pipeline.stage import RunContext, Stage
-from pipeline.stages.train import TrainedSummary, fresh_network, train_settings
-from pipeline.train import save_model, train
+from pipeline.stage import RunContext
+from pipeline.stages.train import FreshNetworkStage, TrainedSummary
 
 log = logging.getLogger(__name__)
 
 
-class AloneStage(Stage):
+class AloneStage(FreshNetworkStage):
     name = "student_alone"
     sections = ("data", "train")
-    Result = TrainedSummary
     when = "distill_compare"
     output = layout.ALONE_MODEL
-    trains = distributed = True
 
-    def reads(self, context: RunContext) -> list[str]:
-        return []
-
-    def run(self, context: RunContext) -> TrainedSummary:
-        config = context.config
-        student = fresh_network(context, config.model, config.width_multiplier)
-        result = train(student, context.data, train_settings(context), context.path(layout.training_dir(self.name)))
-        save_model(student, context.path(layout.ALONE_MODEL))
-        return TrainedSummary.of(result, config.model, config.width_multiplier)
+    def network(self, config) -> tuple[str, float]:
+        return config.model, config.width_multiplier
 
     def log_result(self, result: TrainedSummary, context: RunContext) -> None:
         log.info("%s trained alone: held-out top-1 %.4f", result.model, result.val_accuracy)

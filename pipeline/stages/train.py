@@ -52,6 +52,29 @@ class TrainedSummary(Summary):
                    **complexity(result.model), **extra)
 
 
+class FreshNetworkStage(Stage):
+    """A stage that trains a new zoo network on labels alone and saves it as its one output (the teacher, the
+    student trained alone); `network` names which one and `overrides` change the training recipe."""
+
+    Result = TrainedSummary
+    trains = distributed = True
+    overrides: dict[str, Any] = {}
+
+    def network(self, config) -> tuple[str, float]:
+        raise NotImplementedError
+
+    def reads(self, context: RunContext) -> list[str]:
+        return []
+
+    def run(self, context: RunContext) -> TrainedSummary:
+        name, width = self.network(context.config)
+        model = fresh_network(context, name, width)
+        result = train(model, context.data, train_settings(context, **self.overrides),
+                       context.path(layout.training_dir(self.name)))
+        save_model(model, context.path(self.output))
+        return TrainedSummary.of(result, name, width)
+
+
 def teacher_file(context: RunContext) -> str | None:
     """The teacher model this run distills from: a --teacher_checkpoint file, or the teacher stage's output."""
     config = context.config

@@ -239,12 +239,12 @@ def test_channel_pruning_run_trains_sparse_then_records_a_rebuildable_network(tm
 
 def test_a_teacher_trained_in_the_run_learns_without_label_smoothing(tmp_path, image_folder, monkeypatch):
     import pipeline.distill
-    from pipeline.stages import teacher
+    from pipeline.stages import train as train_stages
 
     # Label smoothing makes a worse teacher (its soft targets lose the class similarities): the teacher stage trains
     # on hard labels, while the student keeps --label_smoothing for its hard-label term.
     smoothing = {}
-    real_train, real_distill = teacher.train, pipeline.distill.distill
+    real_train, real_distill = train_stages.train, pipeline.distill.distill
 
     def recording_train(model, data, settings, *args, **kwargs):
         smoothing["teacher"] = settings.label_smoothing
@@ -254,7 +254,7 @@ def test_a_teacher_trained_in_the_run_learns_without_label_smoothing(tmp_path, i
         smoothing["student"] = settings.label_smoothing
         return real_distill(student, teacher, data, settings, *args, **kwargs)
 
-    monkeypatch.setattr(teacher, "train", recording_train)
+    monkeypatch.setattr(train_stages, "train", recording_train)  # the teacher trains a fresh network on labels
     monkeypatch.setattr(pipeline.distill, "distill", recording_distill)
     flags = tiny_flags(image_folder, tmp_path / "run", f"--teacher={TINY_MODEL}",
                        f"--teacher_width_multiplier={TINY_WIDTH}", "--label_smoothing=0.2", "--quantize=none",
