@@ -151,6 +151,9 @@ class RunConfig:
                                 "name).")
     model_license: str = setting("", "package", "License written into the models' metadata (default: "
                                  "'unspecified').")
+    client_check: bool = setting(True, "package", "Classify the held-out images with MediaPipe Tasks' "
+                                 "ImageClassifier, from its own environment (.venv-client, README \"Using the model in "
+                                 "an app\"); skipped, saying so, where that environment is absent.", reproducible=False)
     package_app: str | None = setting(None, "package", "Package the model into this Android app directory (e.g. "
                                       "android_demo).", reproducible=False)
     # --- runtime

@@ -27,6 +27,7 @@ class ClientCheckStage(Stage):
     name = "client_check"
     sections = ("data", "convert")
     Result = ClientCheckSummary
+    when = "client_check"
 
     def reads(self, context: RunContext) -> list[str]:
         return list(model_files(context.config).values())
