@@ -103,8 +103,12 @@ class RunLock:
         self.handle: int | None = None
 
     def acquire(self) -> "RunLock":
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.run_dir / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            handle = os.open(self.run_dir / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise ConfigError(f"--output_dir={self.run_dir} cannot be written ({error.strerror}); choose a directory "
+                              f"you can write to.") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -142,3 +142,17 @@ def test_config_json_round_trip_and_unfinished_run_lookup(tmp_path):
     assert find_unfinished_run(tmp_path, config, is_finished=lambda path: False) == run_dir
     assert find_unfinished_run(tmp_path, config, is_finished=lambda path: True) is None
     assert find_unfinished_run(tmp_path, RunConfig(model="mobilenet_v2", seed=5).resolved(), lambda p: False) is None
+
+
+def test_auto_resume_skips_a_run_directory_another_process_is_running_in(tmp_path):
+    from pipeline.run_dir import RunLock
+
+    config = RunConfig(model="mobilenet_v2").resolved()
+    run_dir = tmp_path / "mobilenet_v2-20260101-000000"
+    write_config(run_dir, config)
+    assert find_unfinished_run(tmp_path, config, is_finished=lambda path: False) == run_dir
+    lock = RunLock(run_dir).acquire()
+    try:
+        assert find_unfinished_run(tmp_path, config, is_finished=lambda path: False) is None
+    finally:
+        lock.release()

@@ -160,6 +160,24 @@ def test_a_run_directory_in_use_is_refused(capsys, tmp_path, image_folder):
         lock.release()
 
 
+def test_an_output_dir_that_cannot_be_written_is_refused_before_the_data_loads(capsys, tmp_path, image_folder):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    assert run_module.main(tiny_flags(image_folder, blocker / "run")) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "cannot be written" in error
+
+
+def test_an_error_after_tensorflow_loads_is_still_one_line_on_stderr(tmp_path):
+    """TensorFlow's start-up log (CUDA probing, CPU feature lines) stays off stderr unless -v asks for it."""
+    (tmp_path / "data" / "only_class").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-m", "pipeline.run", f"--dataset={tmp_path / 'data'}",
+                             f"--output_dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("pipeline.run: error: "), result.stderr
+    assert "has one class sub-folder" in result.stderr
+
+
 def test_a_run_directory_of_an_older_layout_is_refused_in_one_line(capsys, tmp_path, image_folder):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
