@@ -37,6 +37,7 @@ from export.convert import QUANTIZATION_MODES, is_quantization_aware, to_int8_wi
 from export.int8_remedies import DEFAULT_MIN_AGREEMENT, quantize_with_remedies
 from export.evaluate import TFLiteClassifier, agreement, top1_accuracy
 from export.files import write_bytes_atomic, write_text_atomic
+from export.gpu_compat import check_gpu_compatibility
 from export.graph import integer_only_problems, op_histogram, xnnpack_partitions
 from export.meta import check_meta_matches_tflite, meta_for_tflite, write_meta
 from pipeline.data import DataSplits
@@ -78,6 +79,7 @@ class VerifyResult:
     paths: dict[str, str]
     num_examples: int
     int8_remedies: dict[str, Any] | None = None  # post-training int8: what export.int8_remedies tried and chose
+    gpu_compatibility: dict[str, dict[str, Any]] | None = None  # float models: ops the GPU delegate would reject
 
     @property
     def passed(self) -> bool:
@@ -107,6 +109,7 @@ class VerifyResult:
             "paths": self.paths,
             "num_examples": self.num_examples,
             "int8_remedies": self.int8_remedies,
+            "gpu_compatibility": self.gpu_compatibility,
         }
 
 
@@ -202,6 +205,10 @@ def convert_and_verify(
                "meta": layout.META, "app_model": files[app_artifact]},
         num_examples=len(image_labels),
         int8_remedies=remedies_record,
+        # The GPU delegate runs float models: float32 always, and float16 where that is the quantized model.
+        gpu_compatibility={artifact: check_gpu_compatibility(flatbuffer).as_dict()
+                           for artifact, flatbuffer in flatbuffers.items()
+                           if artifact == "float32" or quantization == "float16"},
     )
     _log_summary(result)
     return result

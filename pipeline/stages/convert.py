@@ -34,6 +34,7 @@ class ConvertSummary(Summary):
     paths: dict[str, str | None]
     num_examples: int
     int8_remedies: dict[str, Any] | None = None
+    gpu_compatibility: dict[str, dict[str, Any]] | None = None
 
 
 def model_files(config) -> dict[str, str]:
@@ -87,7 +88,8 @@ class ConvertStage(Stage):
                 "verification": {key: value for key, value in result.to_dict().items() if key not in shown}}
 
     def report(self, result: ConvertSummary, context: RunContext) -> list[str]:
-        lines = []
+        lines = ["GPU delegate (static check, export.gpu_compat): " + "; ".join(
+            f"{artifact} {check['summary']}" for artifact, check in (result.gpu_compatibility or {}).items()) + ".", ""]
         failed = [name for name, passed in result.checks.items() if not passed]
         if failed:
             lines += [f"**Failed verification checks: {', '.join(failed)}** (see metrics.json).", ""]

@@ -40,6 +40,7 @@ def test_int8_run_writes_every_artifact_with_consistent_metrics(float_network, t
     assert result["xnnpack_partitions"]["quantized"]["partitions"] == 1
     assert result["xnnpack_partitions"]["quantized"]["undelegated_ops"] == {"QUANTIZE": 2}
     assert result["num_examples"] == tiny_data.num_val
+    assert set(result["gpu_compatibility"]) == {"float32"} and result["gpu_compatibility"]["float32"]["compatible"]
     json.dumps(result, allow_nan=False)  # the stage summary goes into stages.json and metrics.json
 
 

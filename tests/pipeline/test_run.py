@@ -117,6 +117,8 @@ def test_end_to_end_with_an_interruption_then_resume_then_nothing_to_do(monkeypa
             check = metrics["client_check"]["mediapipe"][artifact]
             assert check["agreement"] >= 0.995 and 0 <= check["min_score"] <= check["max_score"] <= 1
             assert metrics["accuracy"][f"mediapipe_{artifact}"] == metrics["accuracy"][f"tflite_{artifact}"]
+    assert metrics["verification"]["gpu_compatibility"]["float32"]["compatible"]  # the GPU delegate's static check
+    assert "GPU delegate (static check, export.gpu_compat): float32 GPU: all ops." in (run_dir / "report.md").read_text()
     report = metrics["quantization_report"]  # where the int8 model loses its float model's answers
     assert report["num_images"] == metrics["dataset"]["num_val"] and 0 <= report["top1_agreement"] <= 1
     assert report["layers"] and report["remedies"]["remedies_ran"] is False  # too few images left to judge them
