@@ -47,6 +47,7 @@ import numpy as np
 
 from export import layout
 from export.files import new_file_mode
+from export.metadata import CLIENT_INPUT_TYPES
 from export.meta import (
     MetaError,
     MetaMismatchError,
@@ -67,8 +68,6 @@ MANIFEST = Path("app/src/main/AndroidManifest.xml")
 SAMPLE_IMAGE = "sample_image.png"
 SAMPLE_EXPECTED = "sample_expected.json"
 EXIT_PACKAGING_ERROR = 2
-# What MediaPipe's ImageClassifier takes as an image input tensor (image_tensor_specs): int8 is refused outright.
-CLIENT_INPUT_DTYPES = ("uint8", "float32")
 _SAMPLE_CANDIDATES = 16
 # Float models: device and host XNNPACK kernels differ in summation order; 1e-3 of the score scale is ample.
 _FLOAT_TOLERANCE = 1e-3
@@ -237,8 +236,8 @@ def model_mismatches(meta: dict[str, Any], model: bytes, meta_describes_model: b
     elif shape[1] != shape[2]:
         problems.append(f"input shape {shape}: the app classifies the centered square of each frame and needs a "
                         f"square input")
-    if dtype not in CLIENT_INPUT_DTYPES:
-        problems.append(f"input dtype {dtype}: MediaPipe's ImageClassifier takes {' or '.join(CLIENT_INPUT_DTYPES)} "
+    if dtype not in CLIENT_INPUT_TYPES:
+        problems.append(f"input dtype {dtype}: MediaPipe's ImageClassifier takes {' or '.join(CLIENT_INPUT_TYPES)} "
                         f"(convert the int8 model with uint8 input)")
     normalization = meta["normalization"]
     if dtype == "float32" and (len(set(normalization["mean"])) > 1 or len(set(normalization["std"])) > 1):

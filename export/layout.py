@@ -41,6 +41,14 @@ def quantized_tflite(quantization: str, image_size: int | None = None) -> str:
     return f"model_{quantization}{'' if image_size is None else f'_{image_size}'}.tflite"
 
 
+def model_files(quantization: str) -> dict[str, str]:
+    """A run's deployable TFLite files by artifact: `float32`, and `quantized` unless `quantization` is "none"."""
+    files = {"float32": FLOAT_TFLITE}
+    if quantization != "none":
+        files["quantized"] = quantized_tflite(quantization)
+    return files
+
+
 def converted(name: str) -> str:
     """Where the convert stage writes a model before the metadata stage writes it, with its metadata, as `name`."""
     return f"converted/{name}"

@@ -47,8 +47,8 @@ _METADATA_IDENTIFIER = b"M001"
 _BUFFER_ALIGNMENT = 16
 _TENSOR_TYPES = {code: name.lower() for name, code in vars(tflite_schema.TensorType).items() if not name.startswith("_")}
 _OP_NAMES = {code: name for name, code in vars(tflite_schema.BuiltinOperator).items() if not name.startswith("_")}
-_CLIENT_INPUT_TYPES = ("uint8", "float32")  # MediaPipe refuses an int8 input ...
-_CLIENT_OUTPUT_TYPES = ("uint8", "float32")  # ... and an int8 output
+CLIENT_INPUT_TYPES = ("uint8", "float32")  # MediaPipe refuses an int8 input ...
+CLIENT_OUTPUT_TYPES = ("uint8", "float32")  # ... and an int8 output
 
 
 class ModelMetadataError(ValueError):
@@ -146,11 +146,11 @@ def check_classifier_metadata(tflite: bytes, num_classes: int) -> dict[str, Any]
         problems.append(f"{len(labels)} labels in the model's label file, expected {num_classes} "
                         f"(the output has {_num_classes(output)} classes)")
     input_type, output_type = _TENSOR_TYPES.get(image.type), _TENSOR_TYPES.get(output.type)
-    if input_type not in _CLIENT_INPUT_TYPES:
-        problems.append(f"input is {input_type}; MediaPipe takes {'/'.join(_CLIENT_INPUT_TYPES)} "
+    if input_type not in CLIENT_INPUT_TYPES:
+        problems.append(f"input is {input_type}; MediaPipe takes {'/'.join(CLIENT_INPUT_TYPES)} "
                         "(convert with io_dtype='float32')")
-    if output_type not in _CLIENT_OUTPUT_TYPES:
-        problems.append(f"output is {output_type}; MediaPipe takes {'/'.join(_CLIENT_OUTPUT_TYPES)} "
+    if output_type not in CLIENT_OUTPUT_TYPES:
+        problems.append(f"output is {output_type}; MediaPipe takes {'/'.join(CLIENT_OUTPUT_TYPES)} "
                         "(convert with io_dtype='float32')")
     if metadata["inputs"]:
         problems.extend(_input_problems(metadata["inputs"][0], image, input_type))

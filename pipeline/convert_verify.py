@@ -139,10 +139,9 @@ def convert_and_verify(
     float_model = float_model_from_quantization_aware(model) if quantization_aware else model
 
     remedies_record = None
-    files = {"float32": layout.FLOAT_TFLITE}
+    files = layout.model_files(quantization)
     flatbuffers = {"float32": to_tflite(float_model, "none", sparse=sparse, scores=scores)}
     if quantization != "none":
-        files["quantized"] = layout.quantized_tflite(quantization)
         if quantization == "int8" and not quantization_aware:
             flatbuffers["quantized"], calibrated, remedies_record = post_training_int8(
                 model, data, io_dtype, scores, remedies, min_agreement)

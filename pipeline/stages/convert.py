@@ -39,10 +39,7 @@ class ConvertSummary(Summary):
 
 def model_files(config) -> dict[str, str]:
     """The run's deployable TFLite files by artifact (`float32`, and `quantized` unless --quantize=none)."""
-    files = {"float32": layout.FLOAT_TFLITE}
-    if config.quantize != "none":
-        files["quantized"] = layout.quantized_tflite(config.quantize)
-    return files
+    return layout.model_files(config.quantize)
 
 
 def is_post_training_int8(config) -> bool:
