@@ -80,7 +80,7 @@ def test_converter_failure_names_the_mode_and_a_fix():
 def test_sparse_float_model_stores_pruned_weights_sparse():
     model = keras.models.clone_model(tiny.classifier())
     model.set_weights(tiny.classifier().get_weights())
-    pointwise = next(layer for layer in model.layers if layer.name.startswith("conv2d") and layer.kernel_size == (1, 1))
+    pointwise = next(layer for layer in model.layers if layer.name == "head_conv")
     kernel, bias = pointwise.get_weights()
     kernel[np.random.default_rng(0).random(kernel.shape) < 0.8] = 0.0  # what magnitude pruning leaves
     pointwise.set_weights([kernel, bias])

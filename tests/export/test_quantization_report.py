@@ -21,9 +21,6 @@ from export.quantization_report import (
 
 @pytest.fixture(scope="module")
 def int8_and_reference():
-    import tf_keras as keras
-
-    keras.backend.clear_session()  # layer names (conv2d_1, ...) count from zero whatever ran before in this process
     return to_int8_with_float_reference(tiny.classifier("hard_swish"), tiny.images(16, seed=3))
 
 
@@ -43,7 +40,7 @@ def test_report_is_json_ready_and_covers_every_activation(int8_and_reference):
     report = quantization_report(reference, int8_model, tiny.images(8, seed=5))
     json.dumps(report, allow_nan=False)
     layers = [row["layer"] for row in report["layers"]]
-    assert layers == ["re_lu", "hard_swish", "conv2d_1", "global_average_pooling2d", "(model output)"]
+    assert layers == ["stem_relu", "hard_swish", "head_conv", "pool", "(model output)"]
     assert report["num_images"] == 8
     for row in report["layers"]:
         assert 0 <= row["range_error"] < 0.05 and 0 <= row["error"] < 0.05  # calibrated on similar images
@@ -54,16 +51,16 @@ def test_report_is_json_ready_and_covers_every_activation(int8_and_reference):
 
 def test_a_deliberately_bad_range_is_the_top_offender(int8_and_reference):
     _, reference = int8_and_reference
-    bad = quantize_calibrated(_with_range_shrunk(reference, "conv2d_1/Relu", 0.01), tf.int8)
+    bad = quantize_calibrated(_with_range_shrunk(reference, "head_conv/Relu", 0.01), tf.int8)
     report = quantization_report(reference, bad, tiny.images(8, seed=5))
     worst = top_offenders(report, 1)[0]
-    assert worst["layer"] == "conv2d_1"
+    assert worst["layer"] == "head_conv"
     assert worst["clipped"] > 0.3  # of all values, ReLU zeros included
     assert worst["range_error"] > 0.5
     before = {row["layer"]: row for row in report["layers"]}["hard_swish"]
     assert before["error"] < 0.05  # upstream of the bad range nothing changed
     lines = markdown_lines(report, count=2)
-    assert "| conv2d_1 |" in lines[4]
+    assert "| head_conv |" in lines[4]
 
 
 def test_agreement_and_kl_on_hand_made_logits():

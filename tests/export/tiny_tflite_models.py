@@ -38,9 +38,9 @@ def classifier(variant: str = "plain") -> keras.Model:
         raise ValueError(variant)
     keras.utils.set_random_seed(1)
     inputs = keras.Input(IMAGE_SHAPE, name="input")
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inputs)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
     if variant == "hard_swish":
         x = keras.layers.Lambda(lambda t: t * tf.nn.relu6(t + 3.0) / 6.0, name="hard_swish")(x)
     if variant == "reshape":
@@ -50,8 +50,8 @@ def classifier(variant: str = "plain") -> keras.Model:
         x = keras.layers.Reshape((16, 16, 2, 8))(x)
         x = keras.layers.Permute((1, 2, 4, 3))(x)
         x = keras.layers.Reshape((16, 16, 16))(x)
-    x = keras.layers.Conv2D(32, 1, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Conv2D(32, 1, activation="relu", name="head_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
     if variant == "softmax":
         x = keras.layers.Softmax()(x)
