@@ -85,6 +85,8 @@ class BenchSettings:
     student_seeds: tuple[int, ...] = ()  # seeds of each distillation student (and its alone twin); () = (seed,)
     seeds: tuple[int, ...] = ()  # seeds of each quantization network; () = (seed,)
     val_split: float = DEFAULT_VAL_SPLIT  # held-out fraction of a dataset without a val/ folder
+    qat: bool = True  # False: the quantization suite measures post-training int8 alone (about half the time)
+    networks: tuple[str, ...] = ()  # the quantization suite's networks; () = all of QUANTIZATION_NETWORKS
 
 
 def experiments(settings: BenchSettings, suites: Sequence[str]) -> list[Experiment]:
@@ -92,9 +94,12 @@ def experiments(settings: BenchSettings, suites: Sequence[str]) -> list[Experime
     fine_tune = (f"--prune_epochs={settings.fine_tune_epochs}",)
     planned: list[Experiment] = []
     if "quantization" in suites:
-        planned += [Experiment(seeded_run_name(f"quantization-{model}-{width:g}", seed, settings), "quantization",
-                               model, width, ("--qat", f"--qat_epochs={settings.fine_tune_epochs}"), seed=seed)
-                    for model, width in QUANTIZATION_NETWORKS for seed in settings.seeds or (settings.seed,)]
+        qat = ("--qat", f"--qat_epochs={settings.fine_tune_epochs}") if settings.qat else ()
+        prefix = "quantization" if settings.qat else "ptq"  # another configuration: another run directory
+        planned += [Experiment(seeded_run_name(f"{prefix}-{model}-{width:g}", seed, settings), "quantization",
+                               model, width, qat, seed=seed)
+                    for model, width in QUANTIZATION_NETWORKS if model in (settings.networks or (model,))
+                    for seed in settings.seeds or (settings.seed,)]
     if "distillation" in suites:
         teacher_run = f"teacher-{TEACHER[0]}-{TEACHER[1]:g}"
         # Trained as `pipeline.run --teacher` trains one: on hard labels (no label smoothing).
@@ -174,7 +179,8 @@ def run_experiment(experiment: Experiment, settings: BenchSettings) -> dict[str,
 
 
 def ptq_agreement(run_dir: Path, settings: BenchSettings, seed: int) -> float:
-    """Top-1 agreement of a quantization run's int8 PTQ model with its trained float model on the run's held-out
+    """Top-1 agreement of a quantization run's int8 PTQ model (the QAT baseline, or without QAT its int8 model) with
+    its trained float model on the run's held-out
     images (the run reloads its data with its seed), measured once and kept in the run directory."""
     cached = run_dir / PTQ_AGREEMENT_FILE
     if cached.is_file():
@@ -186,7 +192,10 @@ def ptq_agreement(run_dir: Path, settings: BenchSettings, seed: int) -> float:
     data = load_data(settings.dataset, settings.image_size, settings.batch_size, settings.val_split, seed)
     images, _ = data.val_arrays()
     float_logits = load_model(run_dir / layout.TRAINED_MODEL).predict(images, batch_size=128, verbose=0)
-    value = agreement(TFLiteClassifier(run_dir / layout.PTQ_BASELINE_TFLITE).logits(images), float_logits)
+    int8_path = run_dir / layout.PTQ_BASELINE_TFLITE
+    if not int8_path.is_file():
+        int8_path = run_dir / layout.quantized_tflite("int8")
+    value = agreement(TFLiteClassifier(int8_path).logits(images), float_logits)
     write_json_atomic(cached, {"agreement": value, "num_images": len(images)})
     return value
 
@@ -294,11 +303,15 @@ def settings_from_flags() -> tuple[BenchSettings, tuple[str, ...]]:
     if FLAGS.epochs < 1 or FLAGS.fine_tune_epochs < 1 or FLAGS.latency_repeats < 1:
         raise ValueError("--epochs, --fine_tune_epochs and --latency_repeats must be >= 1.")
     student_seeds, seeds = _seed_list("student_seeds", FLAGS.student_seeds), _seed_list("seeds", FLAGS.seeds)
+    networks = tuple(dict.fromkeys(name.strip() for name in FLAGS.networks.split(",") if name.strip()))
+    known = [model for model, _ in QUANTIZATION_NETWORKS]
+    if any(name not in known for name in networks):
+        raise ValueError(f"--networks={FLAGS.networks}: choose a comma list of {', '.join(known)}.")
     return BenchSettings(dataset=str(Path(FLAGS.dataset).resolve()), output_dir=Path(FLAGS.output_dir).resolve(),
                          image_size=FLAGS.image_size, epochs=FLAGS.epochs, fine_tune_epochs=FLAGS.fine_tune_epochs,
                          batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                          latency_repeats=FLAGS.latency_repeats, student_seeds=student_seeds, seeds=seeds,
-                         val_split=FLAGS.val_split), suites
+                         val_split=FLAGS.val_split, qat=FLAGS.qat, networks=networks), suites
 
 
 def _seed_list(flag: str, text: str) -> tuple[int, ...]:
@@ -354,6 +367,9 @@ def _define_flags() -> None:
                         "twin) runs with, one teacher for all; empty: --seed alone.")
     flags.DEFINE_string("seeds", "", "Comma list of seeds each quantization network trains with (a run per seed); "
                         "empty: --seed alone.")
+    flags.DEFINE_bool("qat", True, "Whether the quantization suite also runs QAT; --noqat measures post-training "
+                      "int8 alone, in about half the time.")
+    flags.DEFINE_string("networks", "", "Comma list of the quantization suite's networks; empty: all six.")
     flags.mark_flag_as_required("dataset")
 
 

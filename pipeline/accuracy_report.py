@@ -16,15 +16,20 @@ CHANNELS_MIN_MAC_CUT, CHANNELS_MIN_LATENCY_CUT = 0.30, 0.20
 def quantization_row(result: dict[str, Any], ptq_agreement: float) -> dict[str, Any]:
     """One quantization run's targets; `ptq_agreement` is the int8 PTQ model's top-1 agreement with its float model
     on the held-out images."""
-    comparison = result["metrics"]["qat_comparison"]
+    metrics = result["metrics"]
+    comparison = metrics.get("qat_comparison") or {  # a run without QAT: its int8 model is the post-training one
+        "float_before_qat": metrics["accuracy"]["keras_float"], "int8_ptq": metrics["accuracy"]["tflite_quantized"],
+        "int8_qat": None}
     float_accuracy = comparison["float_before_qat"]
-    ptq_loss, qat_loss = float_accuracy - comparison["int8_ptq"], float_accuracy - comparison["int8_qat"]
+    ptq_loss = float_accuracy - comparison["int8_ptq"]
+    qat_loss = None if comparison["int8_qat"] is None else float_accuracy - comparison["int8_qat"]
     min_agreement = PTQ_MIN_AGREEMENT_STRONG if float_accuracy > STRONG_FLOAT else PTQ_MIN_AGREEMENT
     return {"seed": result["metrics"]["training"]["seed"], "float": float_accuracy,
             "int8_ptq": comparison["int8_ptq"], "int8_qat": comparison["int8_qat"],
             "ptq_loss": ptq_loss, "qat_loss": qat_loss, "ptq_agreement": ptq_agreement,
             "ptq_min_agreement": min_agreement, "ptq_target_met": ptq_loss <= PTQ_MAX_LOSS,
-            "ptq_agreement_met": ptq_agreement >= min_agreement, "qat_target_met": qat_loss <= QAT_MAX_LOSS}
+            "ptq_agreement_met": ptq_agreement >= min_agreement,
+            "qat_target_met": None if qat_loss is None else qat_loss <= QAT_MAX_LOSS}
 
 
 def distillation_row(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -78,12 +83,12 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
-def _points(value: float) -> str:
-    return f"{100 * value:+.1f}"
+def _points(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:+.1f}"
 
 
-def _met(flag: bool) -> str:
-    return "yes" if flag else "**no**"
+def _met(flag: bool | None) -> str:
+    return "—" if flag is None else "yes" if flag else "**no**"
 
 
 def _network(row: dict[str, Any]) -> str:
@@ -115,7 +120,7 @@ _TABLES = {
          ("≤ 1.0?", False), ("PTQ agreement", True), ("≥ 95 (97)?", False), ("int8 QAT", True), ("QAT loss", True),
          ("≤ 0.5?", False)],
         lambda r: [_network(r), str(r["seed"]), _pct(r["float"]), _pct(r["int8_ptq"]), _points(r["ptq_loss"]),
-                   _met(r["ptq_target_met"]), _pct(r["ptq_agreement"]), _met(r["ptq_agreement_met"]),
+                   _met(r["ptq_target_met"]), f"{100 * r['ptq_agreement']:.2f}", _met(r["ptq_agreement_met"]),
                    _pct(r["int8_qat"]), _points(r["qat_loss"]), _met(r["qat_target_met"])],
     ),
     "distillation": (

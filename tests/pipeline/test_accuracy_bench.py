@@ -92,6 +92,19 @@ def test_each_quantization_seed_is_a_run_of_its_own_and_val_split_reaches_the_ru
     assert not any(flag.startswith("--val_split") for flag in ab.command(planned[0], SETTINGS))  # the default
 
 
+def test_without_qat_the_quantization_runs_are_plain_runs_of_their_own_and_networks_can_be_chosen():
+    settings = ab.BenchSettings(**{**SETTINGS.__dict__, "qat": False, "networks": ("mobilenet_v3_large",)})
+    [planned] = ab.experiments(settings, ["quantization"])
+    assert planned.name == "ptq-mobilenet_v3_large-1" and planned.flags == ()  # never a QAT run's directory
+    result = {"metrics": {"training": {"seed": 0}, "accuracy": {"keras_float": 0.70, "tflite_quantized": 0.695}}}
+    row = ar.quantization_row(result, ptq_agreement=0.975)
+    assert row["int8_ptq"] == 0.695 and row["ptq_loss"] == pytest.approx(0.005) and row["ptq_target_met"]
+    assert row["int8_qat"] is None and row["qat_target_met"] is None
+    assert "| mobilenet_v3_large 1 | 0 | 70.0 | 69.5 | +0.5 | yes | 97.50 | yes | — | — | — |" in ar.markdown_report(
+        {"settings": {**SETTINGS.__dict__, "output_dir": "/out"}, "created": "now", "seconds": 1,
+         "rows": {"quantization": [{"model": "mobilenet_v3_large", "width": 1.0, **row}]}})
+
+
 def _quantization_result(float_accuracy, ptq, qat, seed=0):
     return {"metrics": {"training": {"seed": seed},
                         "qat_comparison": {"float_before_qat": float_accuracy, "int8_ptq": ptq, "int8_qat": qat}}}

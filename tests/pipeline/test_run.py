@@ -123,6 +123,8 @@ def test_end_to_end_with_an_interruption_then_resume_then_nothing_to_do(monkeypa
     assert report["num_images"] == metrics["dataset"]["num_val"] and 0 <= report["top1_agreement"] <= 1
     assert report["layers"] and report["remedies"]["remedies_ran"] is False  # too few images left to judge them
     assert "## int8 quantization report" in (run_dir / "report.md").read_text()
+    verdict = "int8 keeps" if metrics["agreement_quantized_vs_float"] >= 0.97 else "int8 misses its fidelity goal"
+    assert verdict in (run_dir / "report.md").read_text()
     assert (run_dir / "quantization_error.png").read_bytes().startswith(b"\x89PNG")
     assert set(metrics["size_bytes"]) == {"float32", "quantized"}
     assert metrics["size_bytes"]["quantized"] < metrics["size_bytes"]["float32"]
