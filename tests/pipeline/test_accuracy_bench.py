@@ -155,7 +155,7 @@ def test_report_has_a_table_per_suite_that_ran():
               "rows": {"quantization": [{"model": "mobilenet_v2", "width": 1.0,
                                          **ar.quantization_row(_quantization_result(0.8, 0.792, 0.8), 0.96)}]}}
     text = ar.markdown_report(report)
-    assert "| mobilenet_v2 1 | 0 | 80.0 | 79.2 | +0.8 | yes | 96.0 | **no** | 80.0 | +0.0 | yes |" in text
+    assert "| mobilenet_v2 1 | 0 | 80.0 | 79.2 | +0.8 | yes | 96.00 | **no** | 80.0 | +0.0 | yes |" in text
     assert "Distillation" not in text
     report["rows"] = {"distillation": [{"model": "shufflenet_v2", "width": 0.5, **ar.distillation_row(
         [_distillation_result(0, 0.50, 0.49), _distillation_result(1, 0.49, 0.50)])}]}
