@@ -65,13 +65,15 @@ def correct_biases(int8_model: bytes, float_model: bytes, images: Iterable[np.nd
 
 
 def _channel_means(flatbuffer: bytes, images: list[np.ndarray], tensors: list[int], quantized: bool):
-    """Per-channel (last axis) means of `tensors` over `images`, dequantized for an int8 model."""
+    """Per-channel (last axis) means of `tensors` over `images`, dequantized for an int8 model (whose input may be
+    int8 or, as the pipeline ships it, float32)."""
     interpreter = tensor_keeping_interpreter(flatbuffer)
     model_input = interpreter.get_input_details()[0]
+    integer_input = np.dtype(model_input["dtype"]) != np.float32
     details = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     sums = [None] * len(tensors)
     for image in images:
-        interpreter.set_tensor(model_input["index"], quantize_input(image, model_input) if quantized else image)
+        interpreter.set_tensor(model_input["index"], quantize_input(image, model_input) if integer_input else image)
         interpreter.invoke()
         for i, index in enumerate(tensors):
             values = interpreter.get_tensor(index).astype(np.float64)
