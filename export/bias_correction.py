@@ -36,15 +36,21 @@ def correct_biases(int8_model: bytes, float_model: bytes, images: Iterable[np.nd
     codes = {getattr(schema.BuiltinOperator, name) for name in _CORRECTED_OPS}
     float_names = {detail["name"]: detail["index"]
                    for detail in tensor_keeping_interpreter(float_model).get_tensor_details()}
+    def code_of(op):
+        return max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
+
+    # With float32 I/O an int8 model output is renamed ("...:01"): the DEQUANTIZE after it carries the float name.
+    dequantized_as = {op.inputs[0]: subgraph.tensors[op.outputs[0]].name.decode() for op in subgraph.operators
+                      if code_of(op) == schema.BuiltinOperator.DEQUANTIZE}
     targets = []  # (output tensor index, its float twin's index, bias tensor index)
     for op in subgraph.operators:
-        code = max(model.operatorCodes[op.opcodeIndex].builtinCode,
-                   model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
+        code = code_of(op)
         activation = getattr(op.builtinOptions, "fusedActivationFunction", None)
         if code not in codes or activation != schema.ActivationFunctionType.NONE or len(op.inputs) < 3:
             continue
         output, bias = op.outputs[0], op.inputs[2]
         name = subgraph.tensors[output].name.decode()
+        name = name if name in float_names else dequantized_as.get(output, name)
         if bias < 0 or subgraph.tensors[bias].type != schema.TensorType.INT32 or name not in float_names:
             continue
         targets.append((output, float_names[name], bias))
