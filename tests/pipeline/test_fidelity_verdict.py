@@ -11,7 +11,8 @@ def _context(agreement, goal=0.97):
 
 def test_a_met_goal_says_so_with_the_number():
     assert fidelity_verdict(_context(0.9812)) == (
-        "int8 keeps the float model's top-1 answer on 98.12% of the held-out images (goal 97%).")
+        "int8 keeps the float model's top-1 answer on 98.12% of the held-out images (goal 97%), run as the app runs "
+        "it, on XNNPACK.")
 
 
 def test_a_missed_goal_names_the_number_the_goal_and_what_to_try():
