@@ -28,6 +28,9 @@ from export.evaluate import agreement, iterate_images, quantize_input
 
 _INTEGER_TYPES = (np.int8, np.uint8, np.int16)
 _PROBABILITY_TOLERANCE = 1e-3
+# A float answer whose top two probabilities are closer than this is a near-tie: the float model itself barely
+# decides it, so int8's rounding may flip it without any layer being badly quantized.
+NEAR_TIE_GAP = 0.1
 
 
 def quantization_report(float_model: bytes, int8_model: bytes, images: Iterable[np.ndarray] | np.ndarray) -> dict:
@@ -75,8 +78,24 @@ def quantization_report(float_model: bytes, int8_model: bytes, images: Iterable[
         "num_images": len(float_outputs),
         "top1_agreement": agreement(int8_outputs, float_outputs),
         "mean_kl_divergence": mean_kl_divergence(float_outputs, int8_outputs),
+        **changed_answers(float_outputs, int8_outputs),
         "layers": rows,
     }
+
+
+def changed_answers(reference_outputs: np.ndarray, other_outputs: np.ndarray, gap: float = NEAR_TIE_GAP) -> dict:
+    """How many top-1 answers the other model changes, how many of those the reference model's top two
+    probabilities were within `gap` (near-ties), the share of such images, and the agreement on the rest."""
+    reference_outputs, other_outputs = np.asarray(reference_outputs, np.float64), np.asarray(other_outputs, np.float64)
+    probabilities = (reference_outputs.min() >= 0
+                     and np.allclose(reference_outputs.sum(axis=1), 1.0, atol=_PROBABILITY_TOLERANCE))
+    top_two = np.sort(_as_distribution(reference_outputs, probabilities), axis=1)[:, -2:]
+    near_tie = top_two[:, 1] - top_two[:, 0] < gap
+    changed = np.argmax(reference_outputs, axis=1) != np.argmax(other_outputs, axis=1)
+    clear = ~near_tie
+    return {"near_tie_gap": gap, "changed_answers": int(changed.sum()),
+            "changed_near_ties": int((changed & near_tie).sum()), "near_tie_share": float(near_tie.mean()),
+            "agreement_clear": float(1 - changed[clear].mean()) if clear.any() else None}
 
 
 def mean_kl_divergence(reference_outputs: np.ndarray, other_outputs: np.ndarray) -> float:
@@ -96,6 +115,15 @@ def mean_kl_divergence(reference_outputs: np.ndarray, other_outputs: np.ndarray)
     return float(np.mean(terms.sum(axis=1)))
 
 
+def _changed_answers_sentence(report: dict) -> str:
+    if "changed_answers" not in report:  # a report written before these counts existed
+        return ""
+    return (f" Of the {report['changed_answers']} answers int8 changes, {report['changed_near_ties']} are near-ties of "
+            f"the float model (top two probabilities within {report['near_tie_gap']:g}; {report['near_tie_share']:.1%} "
+            f"of the images)" + (f"; on the other images agreement is {report['agreement_clear']:.2%}."
+                                 if report["agreement_clear"] is not None else "."))
+
+
 def top_offenders(report: dict, count: int = 5) -> list[dict]:
     """The `count` layers whose own range costs the most (highest `range_error`), worst first."""
     return sorted(report["layers"], key=lambda row: row["range_error"], reverse=True)[:count]
@@ -105,7 +133,7 @@ def markdown_lines(report: dict, count: int = 5) -> list[str]:
     """report.md lines: the model-level numbers and a table of the top offenders."""
     lines = [f"int8 vs float on {report['num_images']} held-out images, tensor by tensor on TFLite's reference "
              f"kernels: top-1 agreement {report['top1_agreement']:.2%}, mean KL divergence "
-             f"{report['mean_kl_divergence']:.4f} nats.",
+             f"{report['mean_kl_divergence']:.4f} nats." + _changed_answers_sentence(report),
              "",
              "| depth | layer | own-range error | error so far | range | clipped |",
              "|---:|---|---:|---:|---|---:|"]

@@ -10,6 +10,7 @@ import tiny_tflite_models as tiny
 from export.calibration import quantize_calibrated
 from export.convert import to_int8_with_float_reference
 from export.quantization_report import (
+    changed_answers,
     error_by_depth_png,
     keras_layer_name,
     markdown_lines,
@@ -39,6 +40,7 @@ def test_report_is_json_ready_and_covers_every_activation(int8_and_reference):
     int8_model, reference = int8_and_reference
     report = quantization_report(reference, int8_model, tiny.images(8, seed=5))
     json.dumps(report, allow_nan=False)
+    assert 0 <= report["changed_near_ties"] <= report["changed_answers"] <= report["num_images"]
     layers = [row["layer"] for row in report["layers"]]
     assert layers == ["stem_relu", "hard_swish", "head_conv", "pool", "(model output)"]
     assert report["num_images"] == 8
@@ -98,3 +100,14 @@ def test_keras_layer_name():
     assert keras_layer_name("net/block_1/conv/Conv2D;net/block_1/bn/FusedBatchNormV3") == "block_1/conv"
     assert keras_layer_name("net/re_lu/Relu") == "re_lu"
     assert keras_layer_name("serving_default_input:0") == "serving_default_input:0"
+
+
+def test_changed_answers_are_split_into_near_ties_and_clear_answers():
+    reference = np.array([[0.52, 0.48, 0.0], [0.9, 0.05, 0.05], [0.1, 0.2, 0.7], [0.3, 0.35, 0.35]])
+    other = np.array([[0.48, 0.52, 0.0], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.3, 0.35, 0.35]])
+    counts = changed_answers(reference, other)
+    # Rows 0 and 3 are near-ties (gaps 0.04 and 0.0); row 0 flips, row 1 (gap 0.85) flips too.
+    assert counts == {"near_tie_gap": 0.1, "changed_answers": 2, "changed_near_ties": 1, "near_tie_share": 0.5,
+                      "agreement_clear": 0.5}
+    assert changed_answers(np.log(reference + 1e-9), other)["changed_near_ties"] == 1  # logits: softmax first
+    assert changed_answers(reference, other, gap=0.0)["agreement_clear"] == 0.5
