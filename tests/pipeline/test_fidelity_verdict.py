@@ -18,7 +18,10 @@ def test_a_met_goal_says_so_with_the_number():
 def test_a_missed_goal_names_the_number_the_goal_and_what_to_try():
     verdict = fidelity_verdict(_context(0.9635))
     assert verdict.startswith("**int8 misses its fidelity goal**") and "96.35%" in verdict and "(goal 97%)" in verdict
-    assert "`--qat`" in verdict
+    assert "`--qat`" in verdict and "near-ties" not in verdict
+    report = {"changed_answers": 15, "changed_near_ties": 14}
+    assert "Of the 15 answers int8 changes on the reference kernels, 14 are near-ties" in fidelity_verdict(
+        _context(0.9635), report)
     assert fidelity_verdict(_context(0.9635, goal=0.95)).startswith("int8 keeps")
 
 
