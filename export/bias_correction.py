@@ -36,8 +36,10 @@ def correct_biases(int8_model: bytes, float_model: bytes, images: Iterable[np.nd
     codes = {getattr(schema.BuiltinOperator, name) for name in _CORRECTED_OPS}
     float_names = {detail["name"]: detail["index"]
                    for detail in tensor_keeping_interpreter(float_model).get_tensor_details()}
+
     def code_of(op):
-        return max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
+        operator_code = model.operatorCodes[op.opcodeIndex]
+        return max(operator_code.builtinCode, operator_code.deprecatedBuiltinCode)
 
     # With float32 I/O an int8 model output is renamed ("...:01"): the DEQUANTIZE after it carries the float name.
     dequantized_as = {op.inputs[0]: subgraph.tensors[op.outputs[0]].name.decode() for op in subgraph.operators

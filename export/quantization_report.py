@@ -87,9 +87,7 @@ def changed_answers(reference_outputs: np.ndarray, other_outputs: np.ndarray, ga
     """How many top-1 answers the other model changes, how many of those the reference model's top two
     probabilities were within `gap` (near-ties), the share of such images, and the agreement on the rest."""
     reference_outputs, other_outputs = np.asarray(reference_outputs, np.float64), np.asarray(other_outputs, np.float64)
-    probabilities = (reference_outputs.min() >= 0
-                     and np.allclose(reference_outputs.sum(axis=1), 1.0, atol=_PROBABILITY_TOLERANCE))
-    top_two = np.sort(_as_distribution(reference_outputs, probabilities), axis=1)[:, -2:]
+    top_two = np.sort(_as_distribution(reference_outputs, _are_probabilities(reference_outputs)), axis=1)[:, -2:]
     near_tie = top_two[:, 1] - top_two[:, 0] < gap
     changed = np.argmax(reference_outputs, axis=1) != np.argmax(other_outputs, axis=1)
     clear = ~near_tie
@@ -106,8 +104,7 @@ def mean_kl_divergence(reference_outputs: np.ndarray, other_outputs: np.ndarray)
     if reference_outputs.shape != other_outputs.shape or reference_outputs.ndim != 2 or not len(reference_outputs):
         raise ValueError(f"Expected two equal [N, classes] arrays, got {reference_outputs.shape} and "
                          f"{other_outputs.shape}.")
-    probabilities = (reference_outputs.min() >= 0
-                     and np.allclose(reference_outputs.sum(axis=1), 1.0, atol=_PROBABILITY_TOLERANCE))
+    probabilities = _are_probabilities(reference_outputs)
     p, q = (_as_distribution(rows, probabilities) for rows in (reference_outputs, other_outputs))
     # A class the int8 model rounds to probability 0 would give an infinite divergence; floor it at 1e-12.
     q = np.maximum(q, 1e-12)
@@ -218,6 +215,11 @@ def _output(interpreter) -> np.ndarray:
 def _relative(squared_error: float, count: float, std: float) -> float:
     # A constant float tensor (std 0) that int8 gets wrong gets a huge but finite (JSON-safe) ratio.
     return float(np.sqrt(squared_error / count)) / max(std, 1e-12)
+
+
+def _are_probabilities(rows: np.ndarray) -> bool:
+    """Whether model outputs are probability distributions already (else logits)."""
+    return bool(rows.min() >= 0 and np.allclose(rows.sum(axis=1), 1.0, atol=_PROBABILITY_TOLERANCE))
 
 
 def _as_distribution(rows: np.ndarray, probabilities: bool) -> np.ndarray:

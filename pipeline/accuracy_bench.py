@@ -180,8 +180,8 @@ def run_experiment(experiment: Experiment, settings: BenchSettings) -> dict[str,
 
 def ptq_agreement(run_dir: Path, settings: BenchSettings, seed: int) -> float:
     """Top-1 agreement of a quantization run's int8 PTQ model (the QAT baseline, or without QAT its int8 model) with
-    its trained float model on the run's held-out
-    images (the run reloads its data with its seed), measured once and kept in the run directory."""
+    its trained float model on the run's held-out images (the run reloads its data with its seed), measured once and
+    kept in the run directory."""
     cached = run_dir / PTQ_AGREEMENT_FILE
     if cached.is_file():
         return float(json.loads(cached.read_text())["agreement"])
