@@ -56,9 +56,9 @@ class QuantizationReportStage(Stage):
         log.info("int8 vs its calibrated float model: top-1 agreement %.4f, mean KL %.5f%s",
                  result.report["top1_agreement"], result.report["mean_kl_divergence"],
                  f"; worst range: {worst[0]['layer']} ({worst[0]['range_error']:.3f})" if worst else "")
-        verdict = fidelity_verdict(context, result.report)
-        if verdict is not None and not verdict.startswith("int8 keeps"):
-            log.warning("%s", verdict.replace("**", ""))
+        measured, goal = _agreement_and_goal(context)
+        if measured is not None and measured < goal:
+            log.warning("%s", fidelity_verdict(context, result.report).replace("**", ""))  # Markdown bold off
 
     def metrics(self, result: QuantizationReportSummary, context: RunContext) -> dict[str, Any]:
         converted = context.summaries.get("convert_verify")
@@ -77,6 +77,12 @@ class QuantizationReportStage(Stage):
                 f"{remedies.get('chosen')}.", *(["", verdict] if verdict else [])]
 
 
+def _agreement_and_goal(context: RunContext) -> tuple[float | None, float]:
+    """The shipped int8 model's top-1 agreement with float on XNNPACK (None where not measured), and its goal."""
+    converted = context.summaries.get("convert_verify")
+    return (converted.agreement_quantized_vs_float if converted else None), context.config.int8_min_agreement
+
+
 def fidelity_verdict(context: RunContext, report: dict[str, Any] | None = None) -> str | None:
     """One sentence on whether the shipped int8 model keeps its float model's answers on the held-out images
     (goal: --int8_min_agreement), and where it does not, which answers int8 changed (from the quantization `report`)
@@ -85,11 +91,9 @@ def fidelity_verdict(context: RunContext, report: dict[str, Any] | None = None) 
     The number is the convert stage's, on XNNPACK as the app runs the model; the per-layer table above runs TFLite's
     reference kernels (it reads every tensor), whose int8 rounding differs, so its agreement differs too
     (docs/design.md, "int8 fidelity")."""
-    converted = context.summaries.get("convert_verify")
-    measured = converted.agreement_quantized_vs_float if converted else None
+    measured, goal = _agreement_and_goal(context)
     if measured is None:
         return None
-    goal = context.config.int8_min_agreement
     if measured >= goal:
         return (f"int8 keeps the float model's top-1 answer on {measured:.2%} of the held-out images (goal {goal:.0%}), "
                 f"run as the app runs it, on XNNPACK.")
